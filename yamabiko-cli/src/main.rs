@@ -1,0 +1,33 @@
+//! The `yamabiko` command: programs built on the yamabiko library's public API.
+
+mod echo;
+
+use clap::{Parser, Subcommand};
+
+/// yamabiko — WebSocket toolkit.
+#[derive(Parser)]
+#[command(name = "yamabiko", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a WebSocket echo server (text and binary, any size up to the limits).
+    Echo(echo::EchoArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Echo(args) => echo::run(args),
+    }
+}

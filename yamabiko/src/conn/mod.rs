@@ -1,0 +1,294 @@
+//! The async connection: gorilla's `Conn` over any tokio stream.
+
+mod deadline;
+mod handlers;
+mod read;
+mod shared;
+mod stream_sink;
+mod write;
+
+pub use handlers::{CloseHandler, HandlerContext, PingHandler, PongHandler};
+pub use read::{MessageReader, ReadHalf};
+pub use write::{ControlHandle, MessageWriter, WriteHalf};
+
+use crate::error::{Error, Result};
+use crate::message::{Control, Message};
+use crate::proto::{CloseCode, CloseFrame, Decoder, DecoderConfig, MessageKind, Role};
+use bytes::{Bytes, BytesMut};
+use shared::Shared;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// Buffer sizes and limits of a connection. The defaults suit most servers.
+///
+/// Memory: a connection holds one read buffer (`read_buffer_size`, grown while a large
+/// frame arrives) and, while a message is being assembled by `read_message`, up to
+/// `max_message_size` bytes. A server with N connections can therefore be made to hold
+/// N × `max_message_size` in the worst case; lower it where messages are small.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Bytes read from the transport per system call (default 4 KiB).
+    pub read_buffer_size: usize,
+    /// Fragment size of a [`MessageWriter`] (default 4 KiB).
+    pub write_buffer_size: usize,
+    /// Largest message accepted, in bytes (default 64 MiB) → close 1009.
+    pub max_message_size: usize,
+    /// Largest frame accepted, in bytes (default 16 MiB) → close 1009.
+    pub max_frame_size: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            read_buffer_size: 4096,
+            write_buffer_size: 4096,
+            max_message_size: 64 << 20,
+            max_frame_size: 16 << 20,
+        }
+    }
+}
+
+/// The two halves of a split connection.
+pub type Halves<S> = (ReadHalf<S>, WriteHalf<S>);
+
+/// A WebSocket connection (gorilla's `Conn`).
+///
+/// One reader and one writer at a time is enforced by `&mut self`; to read and write
+/// from two tasks, [`split`](Self::split) it. Control frames can be sent from anywhere
+/// through a [`ControlHandle`].
+///
+/// ```no_run
+/// # async fn run(mut conn: yamabiko::Conn<tokio::net::TcpStream>) -> yamabiko::Result<()> {
+/// while let Ok(msg) = conn.read_message().await {
+///     conn.write_message(msg).await?;
+/// }
+/// # Ok(()) }
+/// ```
+pub struct Conn<S> {
+    read: ReadHalf<S>,
+    write: WriteHalf<S>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    /// Wraps a stream on which the opening handshake already happened. `leftover` holds
+    /// bytes read past the handshake (they belong to the first frames).
+    pub fn from_raw(stream: S, role: Role, config: &Config, leftover: BytesMut) -> Self {
+        Self::from_parts(stream, role, config, leftover, None)
+    }
+
+    pub(crate) fn from_parts(
+        stream: S,
+        role: Role,
+        config: &Config,
+        leftover: BytesMut,
+        subprotocol: Option<String>,
+    ) -> Self {
+        let shared = Arc::new(Shared::new(stream, role));
+        let decoder = Decoder::new(DecoderConfig {
+            role,
+            max_frame_size: config.max_frame_size as u64,
+            max_message_size: config.max_message_size as u64,
+        });
+        Conn {
+            read: ReadHalf::new(
+                shared.clone(),
+                decoder,
+                config.read_buffer_size,
+                leftover,
+                subprotocol.clone(),
+            ),
+            write: WriteHalf::new(shared, config.write_buffer_size, subprotocol),
+        }
+    }
+
+    /// Reads the next whole message. See [`ReadHalf::read_message`].
+    pub async fn read_message(&mut self) -> Result<Message> {
+        self.read.read_message().await
+    }
+
+    /// Streams the next message. See [`ReadHalf::next_reader`].
+    pub async fn next_reader(&mut self) -> Result<MessageReader<'_, S>> {
+        self.read.next_reader().await
+    }
+
+    /// Sends a whole message. See [`WriteHalf::write_message`].
+    pub async fn write_message(&mut self, message: impl Into<Message>) -> Result<()> {
+        self.write.write_message(message).await
+    }
+
+    /// Sends a text message.
+    pub async fn write_text(&mut self, text: impl Into<String>) -> Result<()> {
+        self.write.write_text(text).await
+    }
+
+    /// Sends a binary message.
+    pub async fn write_binary(&mut self, bytes: impl Into<Bytes>) -> Result<()> {
+        self.write.write_binary(bytes).await
+    }
+
+    /// Queues a message without waiting; see [`WriteHalf::queue_message`].
+    pub fn queue_message(&mut self, message: impl Into<Message>) -> Result<()> {
+        self.write.queue_message(message)
+    }
+
+    /// Sends everything queued.
+    pub async fn flush(&mut self) -> Result<()> {
+        self.write.flush().await
+    }
+
+    /// Streams a message out. See [`WriteHalf::next_writer`].
+    pub fn next_writer(&mut self, kind: MessageKind) -> MessageWriter<'_, S> {
+        self.write.next_writer(kind)
+    }
+
+    /// Sends a control frame. See [`ControlHandle::write_control`].
+    pub async fn write_control(&self, control: Control, deadline: Option<Instant>) -> Result<()> {
+        self.write.write_control(control, deadline).await
+    }
+
+    /// Closes gracefully: sends a close frame with `code` and `reason`, then reads (and
+    /// discards data) until the peer's close frame arrives or `timeout` passes, then
+    /// drops the transport. `Ok` when the peer answered the close.
+    pub async fn close_with(
+        mut self,
+        code: impl Into<CloseCode>,
+        reason: &str,
+        timeout: Duration,
+    ) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let frame = CloseFrame::new(code, reason);
+        match self
+            .write_control(Control::Close(Some(frame)), Some(deadline))
+            .await
+        {
+            Ok(()) | Err(Error::CloseSent) => {}
+            Err(e) => return Err(e),
+        }
+        self.read.set_read_deadline(Some(deadline));
+        loop {
+            match self.read.read_message().await {
+                Ok(_) => continue,
+                Err(Error::Closed(f)) if f.code != CloseCode::ABNORMAL => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl<S> Conn<S> {
+    /// Splits into a read half and a write half that can live in different tasks. The
+    /// read half's automatic replies (pong, close) go out through the shared writer.
+    pub fn split(self) -> (ReadHalf<S>, WriteHalf<S>) {
+        (self.read, self.write)
+    }
+
+    /// Puts the halves back together; gives them back if they are from different
+    /// connections.
+    pub fn reunite(
+        read: ReadHalf<S>,
+        write: WriteHalf<S>,
+    ) -> std::result::Result<Self, Box<Halves<S>>> {
+        if Arc::ptr_eq(&read.shared, &write.shared) {
+            Ok(Conn { read, write })
+        } else {
+            Err(Box::new((read, write)))
+        }
+    }
+
+    /// Drops the connection at once, without a close handshake (gorilla's `Close`).
+    pub fn close(self) {
+        drop(self);
+    }
+
+    /// The underlying stream; `None` while a [`ControlHandle`] still shares it.
+    pub fn into_inner(self) -> Option<S> {
+        let Conn { read, write } = self;
+        let shared = read.shared.clone();
+        drop(read);
+        drop(write);
+        Arc::try_unwrap(shared).ok().map(Shared::into_inner)
+    }
+
+    /// Runs `f` with the underlying stream (e.g. to read socket options).
+    pub fn with_stream<R>(&self, f: impl FnOnce(&S) -> R) -> R {
+        let g = self.read.shared.lock();
+        f(&g.io)
+    }
+
+    /// The subprotocol agreed in the handshake, if any.
+    pub fn subprotocol(&self) -> Option<&str> {
+        self.read.subprotocol()
+    }
+
+    /// Sets the read deadline. See [`ReadHalf::set_read_deadline`].
+    pub fn set_read_deadline(&mut self, deadline: Option<Instant>) {
+        self.read.set_read_deadline(deadline);
+    }
+
+    /// Sets the write deadline. See [`WriteHalf::set_write_deadline`].
+    pub fn set_write_deadline(&mut self, deadline: Option<Instant>) {
+        self.write.set_write_deadline(deadline);
+    }
+
+    /// Sets the largest message accepted. See [`ReadHalf::set_read_limit`].
+    pub fn set_read_limit(&mut self, bytes: usize) {
+        self.read.set_read_limit(bytes);
+    }
+
+    /// Replaces the close handler. Default: reply with the same close code.
+    pub fn set_close_handler(
+        &mut self,
+        h: impl FnMut(&mut HandlerContext<'_>, Option<&CloseFrame>) -> Result<()> + Send + 'static,
+    ) {
+        self.read.set_close_handler(h);
+    }
+
+    /// Replaces the ping handler. Default: reply with a pong carrying the same data.
+    pub fn set_ping_handler(
+        &mut self,
+        h: impl FnMut(&mut HandlerContext<'_>, &Bytes) -> Result<()> + Send + 'static,
+    ) {
+        self.read.set_ping_handler(h);
+    }
+
+    /// Replaces the pong handler. Default: nothing.
+    pub fn set_pong_handler(
+        &mut self,
+        h: impl FnMut(&mut HandlerContext<'_>, &Bytes) -> Result<()> + Send + 'static,
+    ) {
+        self.read.set_pong_handler(h);
+    }
+
+    /// A handle for sending control frames from other tasks.
+    pub fn control_handle(&self) -> ControlHandle<S> {
+        self.write.control_handle()
+    }
+}
+
+impl Conn<tokio::net::TcpStream> {
+    /// The local address of the TCP connection.
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.with_stream(|s| s.local_addr())
+    }
+
+    /// The remote address of the TCP connection.
+    pub fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.with_stream(|s| s.peer_addr())
+    }
+}
+
+#[cfg(feature = "json")]
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    /// Sends `value` as a JSON text message (gorilla's `WriteJSON`).
+    pub async fn write_json<T: serde::Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
+        let text = serde_json::to_string(value).map_err(Error::Json)?;
+        self.write_message(Message::text(text)).await
+    }
+
+    /// Reads the next message and decodes it as JSON (gorilla's `ReadJSON`).
+    pub async fn read_json<T: serde::de::DeserializeOwned>(&mut self) -> Result<T> {
+        let msg = self.read_message().await?;
+        serde_json::from_slice(msg.as_bytes()).map_err(Error::Json)
+    }
+}

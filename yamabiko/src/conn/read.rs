@@ -1,0 +1,467 @@
+//! The read half: turns transport bytes into messages, running the control handlers.
+
+use super::deadline::Deadline;
+use super::handlers::{HandlerContext, Handlers};
+use super::shared::{PayloadRef, Shared};
+use crate::error::{Error, Result};
+use crate::message::{Control, Message, Utf8Bytes};
+use crate::proto::close::MAX_REASON_LEN;
+use crate::proto::{
+    CloseCode, CloseFrame, Decoder, Incoming, MessageKind, OpCode, ProtocolError, Role,
+};
+use bytes::{Bytes, BytesMut};
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// How long a failing or closing connection tries to get its last close frame out.
+const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// An error that every later read returns again.
+#[derive(Clone, Debug)]
+enum Sticky {
+    Closed(CloseFrame),
+    Protocol(ProtocolError),
+    Io(io::ErrorKind, String),
+    Handler(String),
+}
+
+impl Sticky {
+    fn to_error(&self) -> Error {
+        match self {
+            Sticky::Closed(f) => Error::Closed(f.clone()),
+            Sticky::Protocol(p) => Error::Protocol(p.clone()),
+            Sticky::Io(kind, msg) => Error::Io(io::Error::new(*kind, msg.clone())),
+            Sticky::Handler(msg) => Error::InvalidInput(msg.clone()),
+        }
+    }
+}
+
+/// The receiving half of a connection. Obtained from [`Conn::split`](crate::Conn::split);
+/// [`Conn`](crate::Conn) offers the same methods.
+pub struct ReadHalf<S> {
+    pub(crate) shared: Arc<Shared<S>>,
+    buf: BytesMut,
+    read_buffer_size: usize,
+    decoder: Decoder,
+    pub(crate) handlers: Handlers,
+    deadline: Deadline,
+    replies: Vec<Control>,
+    flush_id: u64,
+    reply_pending: bool,
+    ending: Option<Sticky>,
+    ending_deadline: Deadline,
+    sticky: Option<Sticky>,
+    partial: BytesMut,
+    partial_kind: Option<MessageKind>,
+    discarding: bool,
+    pub(crate) subprotocol: Option<String>,
+}
+
+impl<S> ReadHalf<S> {
+    pub(crate) fn new(
+        shared: Arc<Shared<S>>,
+        decoder: Decoder,
+        read_buffer_size: usize,
+        leftover: BytesMut,
+        subprotocol: Option<String>,
+    ) -> Self {
+        let flush_id = shared.new_flush_id();
+        ReadHalf {
+            shared,
+            buf: leftover,
+            read_buffer_size: read_buffer_size.max(256),
+            decoder,
+            handlers: Handlers::default(),
+            deadline: Deadline::default(),
+            replies: Vec::new(),
+            flush_id,
+            reply_pending: false,
+            ending: None,
+            ending_deadline: Deadline::default(),
+            sticky: None,
+            partial: BytesMut::new(),
+            partial_kind: None,
+            discarding: false,
+            subprotocol,
+        }
+    }
+
+    /// Sets the read deadline: once it passes, reads fail with [`Error::Timeout`] until it
+    /// is moved or cleared (`None`). Unlike gorilla, a timed-out read loses nothing and
+    /// reading can resume after the deadline is reset.
+    pub fn set_read_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline.set(deadline);
+    }
+
+    /// The largest message accepted; a larger one fails the connection with close 1009.
+    /// gorilla's `SetReadLimit`. A message is held in memory whole by `read_message`, so
+    /// this bounds the memory a peer can make us use.
+    pub fn set_read_limit(&mut self, bytes: usize) {
+        self.decoder.set_max_message_size(bytes as u64);
+    }
+
+    /// Replaces the close handler (see [`CloseHandler`](crate::CloseHandler)).
+    pub fn set_close_handler(
+        &mut self,
+        h: impl FnMut(&mut HandlerContext<'_>, Option<&CloseFrame>) -> Result<()> + Send + 'static,
+    ) {
+        self.handlers.close = Some(Box::new(h));
+    }
+
+    /// Replaces the ping handler (see [`PingHandler`](crate::PingHandler)).
+    pub fn set_ping_handler(
+        &mut self,
+        h: impl FnMut(&mut HandlerContext<'_>, &Bytes) -> Result<()> + Send + 'static,
+    ) {
+        self.handlers.ping = Some(Box::new(h));
+    }
+
+    /// Replaces the pong handler (see [`PongHandler`](crate::PongHandler)).
+    pub fn set_pong_handler(
+        &mut self,
+        h: impl FnMut(&mut HandlerContext<'_>, &Bytes) -> Result<()> + Send + 'static,
+    ) {
+        self.handlers.pong = Some(Box::new(h));
+    }
+
+    /// The subprotocol agreed in the handshake.
+    pub fn subprotocol(&self) -> Option<&str> {
+        self.subprotocol.as_deref()
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> ReadHalf<S> {
+    /// Reads the next whole data message, running control handlers on the way.
+    ///
+    /// Cancel-safe: if the future is dropped, nothing is lost; a partly received message
+    /// is kept and the next call continues it. Memory: at most the read limit per message.
+    pub async fn read_message(&mut self) -> Result<Message> {
+        poll_fn(|cx| self.poll_read_message(cx)).await
+    }
+
+    /// Starts reading the next data message piece by piece: the returned reader yields
+    /// its payload as frames arrive, in constant memory whatever the message size.
+    /// Dropping the reader early discards the rest of that message.
+    pub async fn next_reader(&mut self) -> Result<MessageReader<'_, S>> {
+        let (kind, first, last) = poll_fn(|cx| self.poll_message_start(cx)).await?;
+        Ok(MessageReader {
+            half: self,
+            kind,
+            current: first,
+            done: last,
+        })
+    }
+
+    pub(crate) fn poll_read_message(&mut self, cx: &mut Context<'_>) -> Poll<Result<Message>> {
+        if self.discarding {
+            ready!(self.poll_discard(cx))?;
+        }
+        loop {
+            let (kind, payload, last) = ready!(self.poll_chunk(cx))?;
+            if last && self.partial_kind.is_none() {
+                return Poll::Ready(Ok(make_message(kind, payload)));
+            }
+            self.partial_kind = Some(kind);
+            self.partial.extend_from_slice(&payload);
+            if last {
+                self.partial_kind = None;
+                let whole = self.partial.split().freeze();
+                return Poll::Ready(Ok(make_message(kind, whole)));
+            }
+        }
+    }
+
+    fn poll_message_start(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(MessageKind, Bytes, bool)>> {
+        if self.discarding {
+            ready!(self.poll_discard(cx))?;
+        }
+        if let Some(kind) = self.partial_kind.take() {
+            // A read_message was cancelled mid-message: hand its bytes to the reader.
+            let so_far = self.partial.split().freeze();
+            return Poll::Ready(Ok((kind, so_far, false)));
+        }
+        self.poll_chunk(cx)
+    }
+
+    fn poll_discard(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        while self.discarding {
+            let (_, _, last) = ready!(self.poll_chunk(cx))?;
+            if last {
+                self.discarding = false;
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// The next piece of data, after handling any control frames before it.
+    pub(crate) fn poll_chunk(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(MessageKind, Bytes, bool)>> {
+        let result = self.poll_chunk_inner(cx);
+        if self.reply_pending || self.ending.is_some() {
+            // Never stay the flusher between polls: whoever waits to write takes over.
+            self.shared.release(self.flush_id);
+        }
+        result
+    }
+
+    fn poll_chunk_inner(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(MessageKind, Bytes, bool)>> {
+        if let Some(e) = &self.sticky {
+            return Poll::Ready(Err(e.to_error()));
+        }
+        if self.ending.is_some() {
+            return self.poll_ending(cx);
+        }
+        if self.deadline.poll_expired(cx) {
+            return Poll::Ready(Err(Error::Timeout));
+        }
+        loop {
+            if self.reply_pending {
+                match self.shared.poll_flush_queue(cx, self.flush_id) {
+                    Poll::Ready(Ok(())) => self.reply_pending = false,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(self.fail_io(e))),
+                    Poll::Pending => {}
+                }
+            }
+            match self.decoder.decode(&mut self.buf) {
+                Err(e) => {
+                    self.fail_protocol(e);
+                    return self.poll_ending(cx);
+                }
+                Ok(Some(Incoming::Data {
+                    kind,
+                    payload,
+                    last,
+                })) => return Poll::Ready(Ok((kind, payload, last))),
+                Ok(Some(Incoming::Ping(data))) => {
+                    let r = self.run_handler(|h, ctx| h.on_ping(ctx, &data));
+                    if let Err(e) = r {
+                        return Poll::Ready(Err(e));
+                    }
+                    continue;
+                }
+                Ok(Some(Incoming::Pong(data))) => {
+                    let r = self.run_handler(|h, ctx| h.on_pong(ctx, &data));
+                    if let Err(e) = r {
+                        return Poll::Ready(Err(e));
+                    }
+                    continue;
+                }
+                Ok(Some(Incoming::Close(frame))) => {
+                    let r = self.run_handler(|h, ctx| h.on_close(ctx, frame.as_ref()));
+                    let reported =
+                        frame.unwrap_or_else(|| CloseFrame::new(CloseCode::NO_STATUS, ""));
+                    self.ending = Some(match r {
+                        Ok(()) => Sticky::Closed(reported),
+                        Err(e) => Sticky::Handler(e.to_string()),
+                    });
+                    return self.poll_ending(cx);
+                }
+                Ok(None) => {}
+            }
+            if self.buf.capacity() - self.buf.len() < self.read_buffer_size / 4 {
+                self.buf.reserve(self.read_buffer_size);
+            }
+            match self.shared.poll_read_into(cx, &mut self.buf) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) => {
+                    let closed = Error::abnormal_closure();
+                    self.sticky = Some(Sticky::Closed(CloseFrame::new(CloseCode::ABNORMAL, "")));
+                    return Poll::Ready(Err(closed));
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(self.fail_io(e))),
+            }
+        }
+    }
+
+    fn fail_io(&mut self, e: io::Error) -> Error {
+        self.sticky = Some(Sticky::Io(e.kind(), e.to_string()));
+        Error::Io(e)
+    }
+
+    /// Fails the connection (§7.1.7): queue a close frame with the error's code.
+    fn fail_protocol(&mut self, e: ProtocolError) {
+        tracing::debug!(error = %e, "websocket: failing connection");
+        let mut g = self.shared.lock();
+        if !g.close_sent {
+            let mut reason = e.to_string();
+            reason.truncate(MAX_REASON_LEN);
+            let mut payload = Vec::with_capacity(2 + reason.len());
+            // The code comes from ProtocolError::close_code, always valid on the wire.
+            let _ = CloseFrame::new(e.close_code(), reason).encode(&mut payload);
+            let role = self.shared.role;
+            g.push_frame(
+                role,
+                OpCode::Close,
+                true,
+                false,
+                PayloadRef::Slice(&payload),
+            );
+        }
+        drop(g);
+        self.ending = Some(Sticky::Protocol(e));
+    }
+
+    /// Gets the last close frame out (bounded in time), then reports the ending error.
+    fn poll_ending(&mut self, cx: &mut Context<'_>) -> Poll<Result<(MessageKind, Bytes, bool)>> {
+        if self.ending_deadline.get().is_none() {
+            self.ending_deadline
+                .set(Some(Instant::now() + CLOSE_FLUSH_TIMEOUT));
+        }
+        match self.shared.poll_flush_queue(cx, self.flush_id) {
+            Poll::Pending if !self.ending_deadline.poll_expired(cx) => return Poll::Pending,
+            _ => {}
+        }
+        if self.shared.role == Role::Server {
+            // §7.1.1: the server closes the TCP connection first. Best effort.
+            let _ = self.shared.poll_shutdown(cx);
+        }
+        let sticky = self
+            .ending
+            .take()
+            .unwrap_or(Sticky::Closed(CloseFrame::new(CloseCode::ABNORMAL, "")));
+        let err = sticky.to_error();
+        self.sticky = Some(sticky);
+        Poll::Ready(Err(err))
+    }
+
+    fn run_handler(
+        &mut self,
+        f: impl FnOnce(&mut Handlers, &mut HandlerContext<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let mut deadline = self.deadline.get();
+        let mut ctx = HandlerContext {
+            replies: &mut self.replies,
+            read_deadline: &mut deadline,
+        };
+        let result = f(&mut self.handlers, &mut ctx);
+        self.deadline.set(deadline);
+        if !self.replies.is_empty() {
+            let mut g = self.shared.lock();
+            let role = self.shared.role;
+            for reply in self.replies.drain(..) {
+                if g.close_sent {
+                    break; // nothing may follow a close frame
+                }
+                match &reply {
+                    Control::Ping(d) if d.len() <= 125 => {
+                        g.push_frame(role, OpCode::Ping, true, false, PayloadRef::Shared(d))
+                    }
+                    Control::Pong(d) if d.len() <= 125 => {
+                        g.push_frame(role, OpCode::Pong, true, false, PayloadRef::Shared(d))
+                    }
+                    Control::Close(frame) => {
+                        let mut payload = Vec::new();
+                        if let Some(f) = frame {
+                            if f.encode(&mut payload).is_err() {
+                                payload.clear();
+                            }
+                        }
+                        g.push_frame(
+                            role,
+                            OpCode::Close,
+                            true,
+                            false,
+                            PayloadRef::Slice(&payload),
+                        )
+                    }
+                    _ => {} // oversized ping/pong from a handler: dropped
+                }
+            }
+            self.reply_pending = true;
+        }
+        result
+    }
+}
+
+fn make_message(kind: MessageKind, payload: Bytes) -> Message {
+    match kind {
+        MessageKind::Text => Message::Text(Utf8Bytes::from_validated(payload)),
+        MessageKind::Binary => Message::Binary(payload),
+    }
+}
+
+/// Streams one message's payload as it arrives (gorilla's `NextReader`). Implements
+/// [`AsyncRead`]; end of file is the end of the message. Control frames that arrive
+/// meanwhile are handled by the connection's handlers.
+pub struct MessageReader<'a, S> {
+    half: &'a mut ReadHalf<S>,
+    kind: MessageKind,
+    current: Bytes,
+    done: bool,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> MessageReader<'_, S> {
+    /// Text or binary.
+    pub fn kind(&self) -> MessageKind {
+        self.kind
+    }
+
+    /// The next piece of payload as it arrived (no copy); `None` at the end of the
+    /// message.
+    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>> {
+        poll_fn(|cx| self.poll_next_chunk(cx)).await
+    }
+
+    fn poll_next_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>>> {
+        loop {
+            if !self.current.is_empty() {
+                return Poll::Ready(Ok(Some(std::mem::take(&mut self.current))));
+            }
+            if self.done {
+                return Poll::Ready(Ok(None));
+            }
+            let (_, payload, last) = ready!(self.half.poll_chunk(cx))?;
+            self.current = payload;
+            self.done = last;
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for MessageReader<'_, S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if !this.current.is_empty() {
+                let n = this.current.len().min(out.remaining());
+                out.put_slice(&this.current.split_to(n));
+                return Poll::Ready(Ok(()));
+            }
+            if this.done {
+                return Poll::Ready(Ok(()));
+            }
+            match ready!(this.half.poll_chunk(cx)) {
+                Ok((_, payload, last)) => {
+                    this.current = payload;
+                    this.done = last;
+                }
+                Err(e) => return Poll::Ready(Err(e.into())),
+            }
+        }
+    }
+}
+
+impl<S> Drop for MessageReader<'_, S> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.half.discarding = true;
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! The part of a connection both halves touch: the transport and the queue of frames
+//! waiting to be written.
+//!
+//! Frames are appended to the queue whole, under a short lock, so frames from the
+//! writer, from `write_control` callers and from the reader's automatic replies never
+//! interleave mid-frame (control frames may go between a message's fragments, §5.4).
+//! One future at a time — the *flusher* — drives the queue into the transport; others
+//! wait for it. That keeps exactly one task registered for write readiness, because
+//! tokio transports remember only the last task that polled a direction. A flusher
+//! that is dropped hands the job on, so cancelling a write never strands the queue;
+//! and because bytes leave the queue only as the transport accepts them, cancelling
+//! never leaves half a frame behind either.
+
+use crate::proto::encoder::{encode_frame, encode_header, header};
+use crate::proto::{OpCode, Role};
+use bytes::{Buf, Bytes, BytesMut};
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::{Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// Payloads at least this large are queued by reference instead of copied (server side;
+/// a client must copy to mask).
+const ZERO_COPY_THRESHOLD: usize = 16 * 1024;
+/// At most this many buffers go into one vectored write.
+const MAX_IOVECS: usize = 64;
+
+/// Frames waiting to be written, in order: `chunks` first, then `staging`.
+#[derive(Default)]
+struct WriteQueue {
+    chunks: VecDeque<Bytes>,
+    staging: BytesMut,
+}
+
+impl WriteQueue {
+    fn is_empty(&self) -> bool {
+        self.chunks.is_empty() && self.staging.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.chunks.iter().map(Bytes::len).sum::<usize>() + self.staging.len()
+    }
+
+    fn push_frame(
+        &mut self,
+        role: Role,
+        opcode: OpCode,
+        fin: bool,
+        rsv1: bool,
+        payload: PayloadRef<'_>,
+    ) {
+        match role {
+            Role::Client => {
+                let key: [u8; 4] = rand::random();
+                encode_frame(
+                    &mut self.staging,
+                    opcode,
+                    fin,
+                    rsv1,
+                    Some(key),
+                    payload.as_slice(),
+                );
+            }
+            Role::Server => match payload {
+                PayloadRef::Shared(bytes) if bytes.len() >= ZERO_COPY_THRESHOLD => {
+                    encode_header(
+                        &mut self.staging,
+                        &header(opcode, fin, rsv1, None, bytes.len()),
+                    );
+                    let head = self.staging.split().freeze();
+                    self.chunks.push_back(head);
+                    self.chunks.push_back(bytes.clone());
+                }
+                other => encode_frame(&mut self.staging, opcode, fin, rsv1, None, other.as_slice()),
+            },
+        }
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        while n > 0 {
+            if let Some(front) = self.chunks.front_mut() {
+                let take = n.min(front.len());
+                front.advance(take);
+                n -= take;
+                if front.is_empty() {
+                    self.chunks.pop_front();
+                }
+            } else {
+                let take = n.min(self.staging.len());
+                self.staging.advance(take);
+                n -= take;
+                if take == 0 {
+                    break;
+                }
+            }
+        }
+        if self.staging.is_empty() && self.staging.capacity() > 64 * 1024 {
+            // Don't keep a large buffer around after a burst.
+            self.staging = BytesMut::new();
+        }
+    }
+}
+
+/// A payload to frame: borrowed (copied into the queue) or shared (may be queued as is).
+pub(crate) enum PayloadRef<'a> {
+    Slice(&'a [u8]),
+    Shared(&'a Bytes),
+}
+
+impl PayloadRef<'_> {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            PayloadRef::Slice(s) => s,
+            PayloadRef::Shared(b) => b,
+        }
+    }
+}
+
+pub(crate) struct Inner<S> {
+    pub(crate) io: S,
+    queue: WriteQueue,
+    flusher: Option<u64>,
+    waiters: Vec<Waker>,
+    next_id: u64,
+    /// A close frame was queued: no more frames may follow (§5.5.1).
+    pub(crate) close_sent: bool,
+    /// The transport failed while writing; the stream is unusable.
+    write_error: Option<io::ErrorKind>,
+}
+
+/// State shared between the halves of one connection.
+pub(crate) struct Shared<S> {
+    inner: Mutex<Inner<S>>,
+    pub(crate) role: Role,
+}
+
+impl<S> Shared<S> {
+    pub(crate) fn new(io: S, role: Role) -> Self {
+        Shared {
+            inner: Mutex::new(Inner {
+                io,
+                queue: WriteQueue::default(),
+                flusher: None,
+                waiters: Vec::new(),
+                next_id: 1,
+                close_sent: false,
+                write_error: None,
+            }),
+            role,
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner<S>> {
+        // A panic while locked cannot leave the queue half-updated in a way that
+        // matters more than the panic itself; keep going.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A fresh identity for a future that may drive the queue.
+    pub(crate) fn new_flush_id(&self) -> u64 {
+        let mut g = self.lock();
+        g.next_id += 1;
+        g.next_id
+    }
+
+    pub(crate) fn into_inner(self) -> S {
+        self.inner
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner())
+            .io
+    }
+
+    /// Stops being the flusher, if `id` is, and wakes whoever waits for the queue.
+    pub(crate) fn release(&self, id: u64) {
+        let mut g = self.lock();
+        if g.flusher == Some(id) {
+            g.flusher = None;
+            for w in g.waiters.drain(..) {
+                w.wake();
+            }
+        }
+    }
+}
+
+impl<S> Inner<S> {
+    /// Queues one frame. The caller checked `close_sent` where that matters.
+    pub(crate) fn push_frame(
+        &mut self,
+        role: Role,
+        opcode: OpCode,
+        fin: bool,
+        rsv1: bool,
+        payload: PayloadRef<'_>,
+    ) {
+        if opcode == OpCode::Close {
+            self.close_sent = true;
+        }
+        self.queue.push_frame(role, opcode, fin, rsv1, payload);
+    }
+
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.queue.len()
+    }
+}
+
+impl<S: AsyncWrite + Unpin> Shared<S> {
+    /// Drives the queue into the transport until it is empty and flushed, as the
+    /// flusher `id`; if another future is the flusher, waits for it.
+    pub(crate) fn poll_flush_queue(&self, cx: &mut Context<'_>, id: u64) -> Poll<io::Result<()>> {
+        let mut guard = self.lock();
+        let g = &mut *guard;
+        if let Some(kind) = g.write_error {
+            return Poll::Ready(Err(io::Error::new(
+                kind,
+                "websocket: transport failed earlier",
+            )));
+        }
+        match g.flusher {
+            Some(other) if other != id => {
+                if !g.waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                    g.waiters.push(cx.waker().clone());
+                }
+                return Poll::Pending;
+            }
+            _ => g.flusher = Some(id),
+        }
+        let result = loop {
+            if g.queue.is_empty() {
+                match Pin::new(&mut g.io).poll_flush(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(r) => break r,
+                }
+            }
+            let written = if g.io.is_write_vectored() {
+                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                let mut n = 0;
+                for c in g.queue.chunks.iter().take(MAX_IOVECS - 1) {
+                    slices[n] = IoSlice::new(c);
+                    n += 1;
+                }
+                if n < MAX_IOVECS && !g.queue.staging.is_empty() {
+                    slices[n] = IoSlice::new(&g.queue.staging);
+                    n += 1;
+                }
+                Pin::new(&mut g.io).poll_write_vectored(cx, &slices[..n])
+            } else {
+                let first: &[u8] = match g.queue.chunks.front() {
+                    Some(c) => c,
+                    None => &g.queue.staging,
+                };
+                Pin::new(&mut g.io).poll_write(cx, first)
+            };
+            match written {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) => break Err(io::ErrorKind::WriteZero.into()),
+                Poll::Ready(Ok(n)) => g.queue.advance(n),
+                Poll::Ready(Err(e)) => break Err(e),
+            }
+        };
+        if let Err(e) = &result {
+            g.write_error = Some(e.kind());
+        }
+        g.flusher = None;
+        for w in g.waiters.drain(..) {
+            w.wake();
+        }
+        Poll::Ready(result)
+    }
+
+    /// Half-closes the transport (TCP FIN) without a close handshake.
+    pub(crate) fn poll_shutdown(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut g = self.lock();
+        Pin::new(&mut g.io).poll_shutdown(cx)
+    }
+}
+
+impl<S: AsyncRead + Unpin> Shared<S> {
+    /// Reads from the transport into the spare capacity of `buf`.
+    pub(crate) fn poll_read_into(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<io::Result<usize>> {
+        let mut g = self.lock();
+        tokio_util::io::poll_read_buf(Pin::new(&mut g.io), cx, buf)
+    }
+}
+
+/// Marks a future as a (possible) flusher; hands the job on when dropped.
+pub(crate) struct FlushGuard<'a, S> {
+    pub(crate) shared: &'a Shared<S>,
+    pub(crate) id: u64,
+}
+
+impl<S> Drop for FlushGuard<'_, S> {
+    fn drop(&mut self) {
+        self.shared.release(self.id);
+    }
+}

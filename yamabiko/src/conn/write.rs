@@ -1,0 +1,401 @@
+//! The write half: frames messages and control frames into the shared write queue.
+
+use super::deadline::Deadline;
+use super::shared::{FlushGuard, PayloadRef, Shared};
+use crate::error::{Error, Result};
+use crate::message::{Control, Message};
+use crate::proto::utf8::Utf8Validator;
+use crate::proto::{MessageKind, OpCode};
+use bytes::{Bytes, BytesMut};
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Instant;
+use tokio::io::AsyncWrite;
+
+/// Above this many queued bytes, `Sink::poll_ready` waits for the transport.
+const SINK_HIGH_WATER: usize = 64 * 1024;
+
+/// The sending half of a connection. Obtained from [`Conn::split`](crate::Conn::split);
+/// [`Conn`](crate::Conn) offers the same methods.
+pub struct WriteHalf<S> {
+    pub(crate) shared: Arc<Shared<S>>,
+    deadline: Deadline,
+    flush_id: u64,
+    write_buffer_size: usize,
+    pub(crate) subprotocol: Option<String>,
+}
+
+impl<S> WriteHalf<S> {
+    pub(crate) fn new(
+        shared: Arc<Shared<S>>,
+        write_buffer_size: usize,
+        subprotocol: Option<String>,
+    ) -> Self {
+        let flush_id = shared.new_flush_id();
+        WriteHalf {
+            shared,
+            deadline: Deadline::default(),
+            flush_id,
+            write_buffer_size: write_buffer_size.max(128),
+            subprotocol,
+        }
+    }
+
+    /// Sets the write deadline: once it passes, writes fail with [`Error::Timeout`] until
+    /// it is moved or cleared (`None`). A frame that timed out half-written stays queued
+    /// and goes out first on the next write, so the stream is never corrupted.
+    pub fn set_write_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline.set(deadline);
+    }
+
+    /// The subprotocol agreed in the handshake.
+    pub fn subprotocol(&self) -> Option<&str> {
+        self.subprotocol.as_deref()
+    }
+
+    /// A handle for sending control frames from other tasks (gorilla's `WriteControl`
+    /// may be called concurrently with everything else).
+    pub fn control_handle(&self) -> ControlHandle<S> {
+        ControlHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Queues a whole data frame (no flush); fails after a close frame was sent.
+    fn queue_frame(&self, opcode: OpCode, fin: bool, payload: PayloadRef<'_>) -> Result<()> {
+        let mut g = self.shared.lock();
+        if g.close_sent {
+            return Err(Error::CloseSent);
+        }
+        g.push_frame(self.shared.role, opcode, fin, false, payload);
+        Ok(())
+    }
+}
+
+impl<S: AsyncWrite + Unpin> WriteHalf<S> {
+    /// Sends a whole message as one frame and waits until the transport took it.
+    ///
+    /// Cancel-safe at frame granularity: if the future is dropped, the frame is either
+    /// not queued or queued whole and sent by a later write.
+    pub async fn write_message(&mut self, message: impl Into<Message>) -> Result<()> {
+        let message = message.into();
+        self.check_deadline()?;
+        let opcode = message.kind().opcode();
+        let payload = message.into_bytes();
+        self.queue_frame(opcode, true, PayloadRef::Shared(&payload))?;
+        self.flush().await
+    }
+
+    /// Sends a text message (`write_message(Message::text(..))`).
+    pub async fn write_text(&mut self, text: impl Into<String>) -> Result<()> {
+        self.write_message(Message::text(text.into())).await
+    }
+
+    /// Sends a binary message.
+    pub async fn write_binary(&mut self, bytes: impl Into<Bytes>) -> Result<()> {
+        self.write_message(Message::binary(bytes)).await
+    }
+
+    /// Queues a message without waiting for the transport; [`flush`](Self::flush) sends
+    /// everything queued in as few system calls as possible. For bursts of small messages.
+    pub fn queue_message(&mut self, message: impl Into<Message>) -> Result<()> {
+        let message = message.into();
+        let opcode = message.kind().opcode();
+        let payload = message.into_bytes();
+        self.queue_frame(opcode, true, PayloadRef::Shared(&payload))
+    }
+
+    /// Waits until everything queued has been handed to the transport.
+    pub async fn flush(&mut self) -> Result<()> {
+        let guard = FlushGuard {
+            shared: &self.shared,
+            id: self.flush_id,
+        };
+        let deadline = &mut self.deadline;
+        let result = poll_fn(|cx| {
+            if deadline.poll_expired(cx) {
+                return Poll::Ready(Err(Error::Timeout));
+            }
+            guard
+                .shared
+                .poll_flush_queue(cx, guard.id)
+                .map_err(Error::Io)
+        })
+        .await;
+        drop(guard);
+        result
+    }
+
+    /// Sends a control frame; see [`ControlHandle::write_control`].
+    pub async fn write_control(&self, control: Control, deadline: Option<Instant>) -> Result<()> {
+        self.control_handle().write_control(control, deadline).await
+    }
+
+    /// Starts a message written piece by piece (gorilla's `NextWriter`): bytes written
+    /// to the returned writer go out as fragments whenever the write buffer fills, and
+    /// [`MessageWriter::finish`] sends the final fragment.
+    pub fn next_writer(&mut self, kind: MessageKind) -> MessageWriter<'_, S> {
+        let capacity = self.write_buffer_size;
+        MessageWriter {
+            half: self,
+            kind,
+            buf: BytesMut::with_capacity(capacity),
+            capacity,
+            started: false,
+            flushing: false,
+            finished: false,
+            utf8: (kind == MessageKind::Text).then(Utf8Validator::new),
+        }
+    }
+
+    fn check_deadline(&self) -> Result<()> {
+        match self.deadline.get() {
+            Some(at) if Instant::now() >= at => Err(Error::Timeout),
+            _ => Ok(()),
+        }
+    }
+
+    fn poll_flush_with_deadline(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        if self.deadline.poll_expired(cx) {
+            return Poll::Ready(Err(Error::Timeout));
+        }
+        self.shared
+            .poll_flush_queue(cx, self.flush_id)
+            .map_err(Error::Io)
+    }
+}
+
+impl<S> Drop for WriteHalf<S> {
+    fn drop(&mut self) {
+        self.shared.release(self.flush_id);
+    }
+}
+
+/// A cloneable handle that sends control frames (close, ping, pong) while other tasks
+/// read and write — gorilla's `WriteControl`, safe to call concurrently.
+pub struct ControlHandle<S> {
+    shared: Arc<Shared<S>>,
+}
+
+impl<S> Clone for ControlHandle<S> {
+    fn clone(&self) -> Self {
+        ControlHandle {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> ControlHandle<S> {
+    /// Sends a control frame, between the fragments of a message being written if need
+    /// be, and waits until the transport took it or `deadline` passes. Payloads are
+    /// limited to 125 bytes (a close reason to 123); after a close frame nothing more
+    /// can be sent ([`Error::CloseSent`]).
+    pub async fn write_control(&self, control: Control, deadline: Option<Instant>) -> Result<()> {
+        let role = self.shared.role;
+        let (opcode, payload) = match control {
+            Control::Ping(d) => (OpCode::Ping, d),
+            Control::Pong(d) => (OpCode::Pong, d),
+            Control::Close(frame) => {
+                let mut payload = Vec::new();
+                if let Some(f) = frame {
+                    f.encode(&mut payload)?;
+                }
+                (OpCode::Close, Bytes::from(payload))
+            }
+        };
+        if payload.len() > 125 {
+            return Err(Error::InvalidInput(format!(
+                "control frame payload of {} bytes exceeds 125",
+                payload.len()
+            )));
+        }
+        if matches!(deadline, Some(at) if Instant::now() >= at) {
+            return Err(Error::Timeout);
+        }
+        {
+            let mut g = self.shared.lock();
+            if g.close_sent {
+                return Err(Error::CloseSent);
+            }
+            g.push_frame(role, opcode, true, false, PayloadRef::Shared(&payload));
+        }
+        let guard = FlushGuard {
+            shared: &self.shared,
+            id: self.shared.new_flush_id(),
+        };
+        let mut timer = Deadline::default();
+        timer.set(deadline);
+        let result = poll_fn(|cx| {
+            if timer.poll_expired(cx) {
+                return Poll::Ready(Err(Error::Timeout));
+            }
+            guard
+                .shared
+                .poll_flush_queue(cx, guard.id)
+                .map_err(Error::Io)
+        })
+        .await;
+        drop(guard);
+        result
+    }
+}
+
+/// Writes one message piece by piece (gorilla's `NextWriter`). Implements
+/// [`AsyncWrite`]; [`finish`](Self::finish) (or `shutdown`) sends the final fragment.
+///
+/// Text written through it is checked incrementally to be UTF-8. Dropping the writer
+/// without `finish`: if no fragment was sent yet, the message is discarded; otherwise
+/// the buffered bytes are queued as the final fragment so the stream stays valid.
+pub struct MessageWriter<'a, S> {
+    half: &'a mut WriteHalf<S>,
+    kind: MessageKind,
+    buf: BytesMut,
+    capacity: usize,
+    started: bool,
+    flushing: bool,
+    finished: bool,
+    utf8: Option<Utf8Validator>,
+}
+
+impl<S> MessageWriter<'_, S> {
+    fn emit(&mut self, fin: bool) -> Result<()> {
+        let opcode = if self.started {
+            OpCode::Continuation
+        } else {
+            self.kind.opcode()
+        };
+        let payload = self.buf.split().freeze();
+        self.half
+            .queue_frame(opcode, fin, PayloadRef::Shared(&payload))?;
+        self.started = true;
+        if self.buf.capacity() < self.capacity {
+            self.buf.reserve(self.capacity);
+        }
+        Ok(())
+    }
+}
+
+impl<S: AsyncWrite + Unpin> MessageWriter<'_, S> {
+    /// Sends the final fragment and waits until the transport took the message.
+    pub async fn finish(mut self) -> Result<()> {
+        poll_fn(|cx| self.poll_finish(cx)).await
+    }
+
+    fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        if !self.finished {
+            if self.flushing {
+                ready!(self.half.poll_flush_with_deadline(cx))?;
+                self.flushing = false;
+            }
+            if let Some(v) = &mut self.utf8 {
+                if v.finish().is_err() {
+                    return Poll::Ready(Err(Error::InvalidInput(
+                        "text message is not valid UTF-8".into(),
+                    )));
+                }
+            }
+            self.emit(true)?;
+            self.finished = true;
+        }
+        self.half.poll_flush_with_deadline(cx)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for MessageWriter<'_, S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.finished {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "websocket: message already finished",
+            )));
+        }
+        loop {
+            if this.flushing {
+                ready!(this.half.poll_flush_with_deadline(cx))?;
+                this.flushing = false;
+            }
+            let space = this.capacity.saturating_sub(this.buf.len());
+            if space == 0 {
+                this.emit(false)?;
+                this.flushing = true;
+                continue;
+            }
+            let n = space.min(data.len());
+            if let Some(v) = &mut this.utf8 {
+                if v.feed(&data[..n]).is_err() {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "websocket: text message is not valid UTF-8",
+                    )));
+                }
+            }
+            this.buf.extend_from_slice(&data[..n]);
+            return Poll::Ready(Ok(n));
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.flushing {
+            ready!(this.half.poll_flush_with_deadline(cx))?;
+            this.flushing = false;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().poll_finish(cx).map_err(io::Error::from)
+    }
+}
+
+impl<S> Drop for MessageWriter<'_, S> {
+    fn drop(&mut self) {
+        if self.started && !self.finished {
+            let _ = self.emit(true);
+        }
+    }
+}
+
+// Sink support lives here because it shares the queue discipline.
+impl<S: AsyncWrite + Unpin> WriteHalf<S> {
+    pub(crate) fn poll_sink_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        if self.shared.lock().queued_bytes() < SINK_HIGH_WATER {
+            return Poll::Ready(Ok(()));
+        }
+        self.poll_flush_with_deadline(cx)
+    }
+
+    pub(crate) fn sink_send(&mut self, message: Message) -> Result<()> {
+        self.queue_message(message)
+    }
+
+    pub(crate) fn poll_sink_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.poll_flush_with_deadline(cx)
+    }
+
+    pub(crate) fn poll_sink_close(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        {
+            let mut g = self.shared.lock();
+            if !g.close_sent {
+                let role = self.shared.role;
+                let payload = crate::proto::CloseCode::NORMAL.0.to_be_bytes();
+                g.push_frame(
+                    role,
+                    OpCode::Close,
+                    true,
+                    false,
+                    PayloadRef::Slice(&payload),
+                );
+            }
+        }
+        self.poll_flush_with_deadline(cx)
+    }
+}

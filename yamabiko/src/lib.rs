@@ -1,0 +1,65 @@
+//! # yamabiko — WebSocket for Rust, the gorilla/websocket way
+//!
+//! yamabiko speaks RFC 6455 as a server and (soon) as a client, with the programming
+//! model of Go's gorilla/websocket: an [`Upgrader`] turns an HTTP request into a
+//! [`Conn`]; a `Conn` reads and writes whole messages ([`Conn::read_message`],
+//! [`Conn::write_message`]) or streams them ([`Conn::next_reader`],
+//! [`Conn::next_writer`]); control frames go out with [`Conn::write_control`]; close,
+//! ping and pong handlers have gorilla's defaults and run inside read calls.
+//!
+//! The echo server, whole:
+//!
+//! ```no_run
+//! #[tokio::main]
+//! async fn main() -> yamabiko::Result<()> {
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:9001").await?;
+//!     let upgrader = yamabiko::Upgrader::new();
+//!     loop {
+//!         let (tcp, _) = listener.accept().await?;
+//!         let upgrader = upgrader.clone();
+//!         tokio::spawn(async move {
+//!             let Ok(mut conn) = upgrader.upgrade(tcp).await else { return };
+//!             while let Ok(msg) = conn.read_message().await {
+//!                 if conn.write_message(msg).await.is_err() { break }
+//!             }
+//!         });
+//!     }
+//! }
+//! ```
+//!
+//! ## The model
+//!
+//! * **One reader, one writer.** Go panics at run time when two goroutines read at once;
+//!   here `read_*` and `write_*` take `&mut self`, so it cannot compile. To read in one
+//!   task and write in another, [`Conn::split`] it. Control frames can be sent from
+//!   anywhere through a [`ControlHandle`].
+//! * **Handlers run inside reads.** A ping is answered, and a close is echoed, only
+//!   while some task is reading. Keep a reader running.
+//! * **Closing.** [`Conn::close`] drops the transport at once (gorilla's `Close`);
+//!   [`Conn::close_with`] performs the close handshake. After the peer's close frame,
+//!   reads return [`Error::Closed`] with its code; a transport that ends without one
+//!   reports code 1006.
+//! * **Deadlines.** [`Conn::set_read_deadline`] / [`Conn::set_write_deadline`]: past
+//!   the instant, calls fail with [`Error::Timeout`]; `None` clears them.
+//! * **Limits.** Messages over 64 MiB or frames over 16 MiB (configurable) fail the
+//!   connection with close 1009 before their payload is buffered; every violation of
+//!   the protocol is a typed [`ProtocolError`] answered with its close code.
+//!
+//! The protocol itself lives in [`proto`], a sans-IO core that knows nothing of sockets.
+
+#![warn(missing_docs)]
+
+pub mod conn;
+pub mod error;
+pub mod message;
+pub mod proto;
+pub mod server;
+
+pub use conn::{
+    CloseHandler, Config, Conn, ControlHandle, HandlerContext, MessageReader, MessageWriter,
+    PingHandler, PongHandler, ReadHalf, WriteHalf,
+};
+pub use error::{is_close_error, is_unexpected_close_error, Error, Result};
+pub use message::{Control, Message, Utf8Bytes};
+pub use proto::{CloseCode, CloseFrame, MessageKind, ProtocolError, Role};
+pub use server::Upgrader;

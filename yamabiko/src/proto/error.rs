@@ -1,0 +1,94 @@
+//! Protocol violations by the peer, each with the close code it is answered with.
+
+use super::close::CloseCode;
+use std::fmt;
+
+/// The peer broke RFC 6455 (or a configured limit). Every variant maps to the close code
+/// the connection is failed with (§7.1.7, §7.4.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// An opcode the RFC reserves (0x3–0x7, 0xB–0xF). 1002.
+    ReservedOpcode(u8),
+    /// RSV1/2/3 set without an extension that defines them. 1002.
+    ReservedBits,
+    /// A client frame without a mask (§5.1). 1002.
+    UnmaskedFrame,
+    /// A server frame with a mask (§5.1). 1002.
+    MaskedFrame,
+    /// A control frame with more than 125 bytes of payload (§5.5). 1002.
+    ControlFrameTooLong,
+    /// A control frame without FIN (§5.5). 1002.
+    FragmentedControlFrame,
+    /// A continuation frame with no message in progress (§5.4). 1002.
+    UnexpectedContinuation,
+    /// A new Text/Binary frame while a fragmented message is in progress (§5.4). 1002.
+    ExpectedContinuation,
+    /// A 64-bit payload length with its most significant bit set (§5.2). 1002.
+    InvalidLength,
+    /// A text message or close reason that is not valid UTF-8 (§8.1). 1007.
+    InvalidUtf8,
+    /// A close frame with a one-byte payload (§5.5.1). 1002.
+    InvalidClosePayload,
+    /// A close code that may not appear on the wire (§7.4). 1002.
+    InvalidCloseCode(u16),
+    /// A frame larger than the configured maximum frame size. 1009.
+    FrameTooLarge {
+        /// The configured limit in bytes.
+        limit: u64,
+    },
+    /// A message larger than the configured maximum message (read limit). 1009.
+    MessageTooLarge {
+        /// The configured limit in bytes.
+        limit: u64,
+    },
+    /// Compressed data that does not inflate (RFC 7692 §7.2.2). 1007.
+    InvalidCompressedData,
+}
+
+impl ProtocolError {
+    /// The close code this violation is answered with.
+    pub fn close_code(&self) -> CloseCode {
+        match self {
+            ProtocolError::InvalidUtf8 | ProtocolError::InvalidCompressedData => {
+                CloseCode::INVALID_PAYLOAD
+            }
+            ProtocolError::FrameTooLarge { .. } | ProtocolError::MessageTooLarge { .. } => {
+                CloseCode::MESSAGE_TOO_BIG
+            }
+            _ => CloseCode::PROTOCOL_ERROR,
+        }
+    }
+}
+
+impl fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProtocolError::ReservedOpcode(op) => write!(f, "reserved opcode {op:#x}"),
+            ProtocolError::ReservedBits => f.write_str("reserved bits set"),
+            ProtocolError::UnmaskedFrame => f.write_str("client frame not masked"),
+            ProtocolError::MaskedFrame => f.write_str("server frame masked"),
+            ProtocolError::ControlFrameTooLong => {
+                f.write_str("control frame longer than 125 bytes")
+            }
+            ProtocolError::FragmentedControlFrame => f.write_str("fragmented control frame"),
+            ProtocolError::UnexpectedContinuation => {
+                f.write_str("continuation frame without a message in progress")
+            }
+            ProtocolError::ExpectedContinuation => {
+                f.write_str("new data frame while a fragmented message is in progress")
+            }
+            ProtocolError::InvalidLength => f.write_str("invalid 64-bit payload length"),
+            ProtocolError::InvalidUtf8 => f.write_str("invalid UTF-8 in text"),
+            ProtocolError::InvalidClosePayload => f.write_str("close frame with 1-byte payload"),
+            ProtocolError::InvalidCloseCode(c) => write!(f, "invalid close code {c}"),
+            ProtocolError::FrameTooLarge { limit } => write!(f, "frame larger than {limit} bytes"),
+            ProtocolError::MessageTooLarge { limit } => {
+                write!(f, "message larger than {limit} bytes")
+            }
+            ProtocolError::InvalidCompressedData => f.write_str("invalid compressed data"),
+        }
+    }
+}
+
+impl std::error::Error for ProtocolError {}

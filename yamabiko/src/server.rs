@@ -1,0 +1,265 @@
+//! The server side of the opening handshake: [`Upgrader`].
+
+use crate::conn::{Config, Conn};
+use crate::error::{Error, Result};
+use crate::proto::handshake::{self, HandshakeError};
+use crate::proto::Role;
+use bytes::BytesMut;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+type OriginCheck = Arc<dyn Fn(&http::Request<()>) -> bool + Send + Sync>;
+
+/// Turns an HTTP/1.1 upgrade request into a [`Conn`] (gorilla's `Upgrader`).
+///
+/// Build it once and share it; `upgrade` takes `&self`.
+///
+/// ```no_run
+/// # async fn run() -> yamabiko::Result<()> {
+/// let upgrader = yamabiko::Upgrader::new().subprotocols(["chat"]);
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:9001").await?;
+/// let (tcp, _) = listener.accept().await?;
+/// let mut conn = upgrader.upgrade(tcp).await?;
+/// conn.write_text("hello").await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Upgrader {
+    config: Config,
+    subprotocols: Vec<String>,
+    check_origin: Option<OriginCheck>,
+    handshake_timeout: Duration,
+    max_header_bytes: usize,
+    response_headers: http::HeaderMap,
+}
+
+impl Default for Upgrader {
+    fn default() -> Self {
+        Upgrader {
+            config: Config::default(),
+            subprotocols: Vec::new(),
+            check_origin: None,
+            handshake_timeout: Duration::from_secs(10),
+            max_header_bytes: 8192,
+            response_headers: http::HeaderMap::new(),
+        }
+    }
+}
+
+impl fmt::Debug for Upgrader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Upgrader")
+            .field("config", &self.config)
+            .field("subprotocols", &self.subprotocols)
+            .field("custom_origin_check", &self.check_origin.is_some())
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("max_header_bytes", &self.max_header_bytes)
+            .finish()
+    }
+}
+
+impl Upgrader {
+    /// An upgrader with the defaults: same-origin check, no subprotocols, 64 MiB
+    /// messages, 16 MiB frames, 10 s handshake timeout, 8 KiB request head.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Replaces the origin check. The default refuses a request whose `Origin` header
+    /// names another host than `Host` (cross-site WebSocket hijacking protection); a
+    /// request without `Origin` (non-browser clients) passes.
+    pub fn check_origin(
+        mut self,
+        check: impl Fn(&http::Request<()>) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.check_origin = Some(Arc::new(check));
+        self
+    }
+
+    /// Subprotocols the server speaks, most preferred first.
+    pub fn subprotocols<I, T>(mut self, protocols: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.subprotocols = protocols.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Read buffer size of each connection.
+    pub fn read_buffer_size(mut self, bytes: usize) -> Self {
+        self.config.read_buffer_size = bytes;
+        self
+    }
+
+    /// Write buffer (fragment) size of each connection's message writers.
+    pub fn write_buffer_size(mut self, bytes: usize) -> Self {
+        self.config.write_buffer_size = bytes;
+        self
+    }
+
+    /// Largest message accepted (default 64 MiB).
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.config.max_message_size = bytes;
+        self
+    }
+
+    /// Largest frame accepted (default 16 MiB).
+    pub fn max_frame_size(mut self, bytes: usize) -> Self {
+        self.config.max_frame_size = bytes;
+        self
+    }
+
+    /// How long a client may take to send its request (default 10 s).
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Largest request head accepted (default 8 KiB); larger → HTTP 431.
+    pub fn max_header_bytes(mut self, bytes: usize) -> Self {
+        self.max_header_bytes = bytes;
+        self
+    }
+
+    /// Adds a header to every 101 response (e.g. `Set-Cookie`).
+    pub fn response_header(mut self, name: http::HeaderName, value: http::HeaderValue) -> Self {
+        self.response_headers.append(name, value);
+        self
+    }
+
+    /// The connection settings this upgrader applies.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Reads the upgrade request from `stream`, checks it, answers 101 and returns the
+    /// connection. A bad request gets its HTTP error response (400, 403, 405, 426, 431)
+    /// and an [`Error::Handshake`]; a stalled client gets [`Error::Timeout`].
+    pub async fn upgrade<S>(&self, stream: S) -> Result<Conn<S>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        self.upgrade_with_request(stream)
+            .await
+            .map(|(conn, _)| conn)
+    }
+
+    /// Like [`upgrade`](Self::upgrade), also returning the request (path, headers,
+    /// cookies) for the application.
+    pub async fn upgrade_with_request<S>(
+        &self,
+        mut stream: S,
+    ) -> Result<(Conn<S>, http::Request<()>)>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let (request, leftover) = self.read_request(&mut stream).await?;
+        let conn = self.upgrade_request(stream, &request, leftover).await?;
+        Ok((conn, request))
+    }
+
+    /// Reads one HTTP request head, within the handshake timeout and header limit.
+    /// Returns it with the bytes read past it. Lets an application serve plain HTTP and
+    /// WebSocket on one port: look at the request, then call
+    /// [`upgrade_request`](Self::upgrade_request) or answer it yourself.
+    pub async fn read_request<S>(&self, stream: &mut S) -> Result<(http::Request<()>, BytesMut)>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let read = async {
+            let mut buf = BytesMut::with_capacity(1024);
+            loop {
+                match handshake::parse_request(&buf, self.max_header_bytes) {
+                    Ok(Some((req, used))) => {
+                        let _ = buf.split_to(used);
+                        return Ok((req, buf));
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Err(Error::Handshake(e)),
+                }
+                if stream.read_buf(&mut buf).await? == 0 {
+                    return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into()));
+                }
+            }
+        };
+        match tokio::time::timeout(self.handshake_timeout, read).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(Error::Handshake(e))) => {
+                self.refuse(stream, &e).await;
+                Err(Error::Handshake(e))
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Error::Timeout),
+        }
+    }
+
+    /// Completes the handshake for a request already read: validates it, runs the
+    /// origin check, negotiates the subprotocol and writes the 101 response.
+    pub async fn upgrade_request<S>(
+        &self,
+        mut stream: S,
+        request: &http::Request<()>,
+        leftover: BytesMut,
+    ) -> Result<Conn<S>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let (response, protocol) = match self.negotiate(request) {
+            Ok(r) => r,
+            Err(e) => {
+                self.refuse(&mut stream, &e).await;
+                return Err(Error::Handshake(e));
+            }
+        };
+        let write = async {
+            stream.write_all(&response).await?;
+            stream.flush().await
+        };
+        match tokio::time::timeout(self.handshake_timeout, write).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(Error::Io(e)),
+            Err(_) => return Err(Error::Timeout),
+        }
+        Ok(Conn::from_parts(
+            stream,
+            Role::Server,
+            &self.config,
+            leftover,
+            protocol,
+        ))
+    }
+
+    /// Checks a request and builds the 101 response bytes and the chosen subprotocol.
+    /// The building block for integrations that write the response themselves.
+    pub fn negotiate(
+        &self,
+        request: &http::Request<()>,
+    ) -> std::result::Result<(Vec<u8>, Option<String>), HandshakeError> {
+        let offer = handshake::validate_request(request)?;
+        let origin_ok = match &self.check_origin {
+            Some(check) => check(request),
+            None => handshake::is_same_origin(request),
+        };
+        if !origin_ok {
+            return Err(HandshakeError::OriginRejected);
+        }
+        let protocol = handshake::select_subprotocol(&offer.protocols, &self.subprotocols);
+        let accept = handshake::accept_key(offer.key.as_bytes());
+        let response =
+            handshake::build_response(&accept, protocol.as_deref(), None, &self.response_headers);
+        Ok((response, protocol))
+    }
+
+    async fn refuse<S: AsyncWrite + Unpin>(&self, stream: &mut S, e: &HandshakeError) {
+        tracing::debug!(error = %e, "websocket: handshake refused");
+        let response = e.to_http_response();
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            let _ = stream.write_all(&response).await;
+            let _ = stream.shutdown().await;
+        })
+        .await;
+    }
+}
