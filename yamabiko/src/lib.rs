@@ -52,6 +52,7 @@
 pub mod conn;
 pub mod error;
 pub mod message;
+pub mod prepared;
 pub mod proto;
 pub mod server;
 
@@ -61,5 +62,6 @@ pub use conn::{
 };
 pub use error::{is_close_error, is_unexpected_close_error, Error, Result};
 pub use message::{Control, Message, Utf8Bytes};
+pub use prepared::PreparedMessage;
 pub use proto::{CloseCode, CloseFrame, MessageKind, ProtocolError, Role};
 pub use server::Upgrader;

@@ -132,6 +132,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         self.write.queue_message(message)
     }
 
+    /// Sends a message framed once for many connections.
+    pub async fn write_prepared(&mut self, message: &crate::PreparedMessage) -> Result<()> {
+        self.write.write_prepared(message).await
+    }
+
     /// Sends everything queued.
     pub async fn flush(&mut self) -> Result<()> {
         self.write.flush().await

@@ -78,6 +78,19 @@ impl WriteQueue {
         }
     }
 
+    /// Queues a frame encoded elsewhere (a prepared message), by reference when large.
+    fn push_encoded(&mut self, frame: &Bytes) {
+        if frame.len() >= ZERO_COPY_THRESHOLD {
+            if !self.staging.is_empty() {
+                let head = self.staging.split().freeze();
+                self.chunks.push_back(head);
+            }
+            self.chunks.push_back(frame.clone());
+        } else {
+            self.staging.extend_from_slice(frame);
+        }
+    }
+
     fn advance(&mut self, mut n: usize) {
         while n > 0 {
             if let Some(front) = self.chunks.front_mut() {
@@ -198,6 +211,11 @@ impl<S> Inner<S> {
             self.close_sent = true;
         }
         self.queue.push_frame(role, opcode, fin, rsv1, payload);
+    }
+
+    /// Queues a whole data frame encoded elsewhere (server role only: no mask).
+    pub(crate) fn push_encoded(&mut self, frame: &Bytes) {
+        self.queue.push_encoded(frame);
     }
 
     pub(crate) fn queued_bytes(&self) -> usize {

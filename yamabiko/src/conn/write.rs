@@ -108,6 +108,36 @@ impl<S: AsyncWrite + Unpin> WriteHalf<S> {
         self.queue_frame(opcode, true, PayloadRef::Shared(&payload))
     }
 
+    /// Sends a [`PreparedMessage`](crate::PreparedMessage) (framed once for many
+    /// connections) and waits until the transport took it.
+    pub async fn write_prepared(&mut self, message: &crate::PreparedMessage) -> Result<()> {
+        self.check_deadline()?;
+        self.queue_prepared(message)?;
+        self.flush().await
+    }
+
+    /// Queues a [`PreparedMessage`](crate::PreparedMessage) without waiting.
+    pub fn queue_prepared(&mut self, message: &crate::PreparedMessage) -> Result<()> {
+        let mut g = self.shared.lock();
+        if g.close_sent {
+            return Err(Error::CloseSent);
+        }
+        match self.shared.role {
+            crate::proto::Role::Server => g.push_encoded(message.server_frame()),
+            role => {
+                let m = message.message();
+                g.push_frame(
+                    role,
+                    m.kind().opcode(),
+                    true,
+                    false,
+                    PayloadRef::Slice(m.as_bytes()),
+                )
+            }
+        }
+        Ok(())
+    }
+
     /// Waits until everything queued has been handed to the transport.
     pub async fn flush(&mut self) -> Result<()> {
         let guard = FlushGuard {
