@@ -1,5 +1,6 @@
 //! The `yamabiko` command: programs built on the yamabiko library's public API.
 
+mod board;
 mod echo;
 
 use clap::{Parser, Subcommand};
@@ -16,6 +17,8 @@ struct Cli {
 enum Command {
     /// Run a WebSocket echo server (text and binary, any size up to the limits).
     Echo(echo::EchoArgs),
+    /// Run the realtime bulletin board (web page + WebSocket, SQLite storage).
+    Serve(board::ServeArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -29,5 +32,6 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Echo(args) => echo::run(args),
+        Command::Serve(args) => board::run(args),
     }
 }

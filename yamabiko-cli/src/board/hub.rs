@@ -1,0 +1,378 @@
+//! Fan-out: the hub of gorilla's chat example, in Rust.
+//!
+//! The [`Hub`] knows this server's connections and what each is looking at (the thread
+//! list or one thread). Every connection has a bounded outbound queue drained by its
+//! writer task; the hub only ever `try_send`s into it, so a client too slow to keep
+//! up cannot make the server hold more than its queue — it is disconnected instead
+//! (close 1008). A broadcast is serialised and framed once ([`PreparedMessage`]) and
+//! the same bytes are queued on every connection.
+//!
+//! Events reach the hub through a [`FanOut`]. [`LocalFanOut`] hands them straight to
+//! this server's hub; with several servers, an implementation over a pub/sub broker
+//! would publish each event to the broker, and a subscriber task on every server would
+//! pass what it receives to [`Hub::deliver`].
+
+use super::protocol::{PostView, ServerMsg, ThreadView};
+use super::store::BoxFuture;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use yamabiko::{CloseCode, Message, PreparedMessage};
+
+/// A connection's number, unique in this process.
+pub type ClientId = u64;
+
+/// What a connection is looking at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum View {
+    /// Nothing yet.
+    Nothing,
+    /// The thread list.
+    List,
+    /// One thread.
+    Thread(i64),
+}
+
+/// Something that happened on the board, for every server's hub.
+#[derive(Clone, Debug)]
+pub enum BoardEvent {
+    /// A post was committed (the first post of a new thread, too).
+    Posted {
+        /// The post.
+        post: PostView,
+        /// Its thread's new summary.
+        thread: ThreadView,
+    },
+}
+
+/// Publishes board events to every server's hub.
+pub trait FanOut: Send + Sync + 'static {
+    /// Publishes an event. Returns once it is handed to the transport; delivery to
+    /// each connection is best effort (a slow connection is dropped and resyncs).
+    fn publish(&self, event: BoardEvent) -> BoxFuture<'_, Result<(), String>>;
+}
+
+/// The single-server [`FanOut`]: events go straight to the local hub.
+pub struct LocalFanOut {
+    hub: Arc<Hub>,
+}
+
+impl LocalFanOut {
+    /// Fan-out into `hub`.
+    pub fn new(hub: Arc<Hub>) -> Self {
+        LocalFanOut { hub }
+    }
+}
+
+impl FanOut for LocalFanOut {
+    fn publish(&self, event: BoardEvent) -> BoxFuture<'_, Result<(), String>> {
+        self.hub.deliver(&event);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// Why a connection is being stopped, decided by whoever stops it first.
+pub struct Stop {
+    token: CancellationToken,
+    server: CancellationToken,
+    reason: OnceLock<(CloseCode, &'static str)>,
+}
+
+impl Stop {
+    /// A stop signal that also fires when `server` (the whole server) shuts down.
+    pub fn new(server: &CancellationToken) -> Self {
+        Stop {
+            token: server.child_token(),
+            server: server.clone(),
+            reason: OnceLock::new(),
+        }
+    }
+
+    /// Stops the connection; its writer sends a close frame with `code` and `reason`.
+    pub fn close(&self, code: CloseCode, reason: &'static str) {
+        let _ = self.reason.set((code, reason));
+        self.token.cancel();
+    }
+
+    /// Stops the connection without a close frame (it is dead or already closed).
+    pub fn drop_now(&self) {
+        self.token.cancel();
+    }
+
+    /// Completes when the connection is to stop.
+    pub async fn stopped(&self) {
+        self.token.cancelled().await
+    }
+
+    /// Whether the connection is to stop.
+    pub fn is_stopped(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    /// The close frame to send, if any.
+    pub fn close_reason(&self) -> Option<(CloseCode, &'static str)> {
+        if let Some(r) = self.reason.get() {
+            return Some(*r);
+        }
+        if self.server.is_cancelled() {
+            return Some((CloseCode::GOING_AWAY, "server shutting down"));
+        }
+        None
+    }
+}
+
+/// The close reason of a connection whose queue overflowed.
+pub const TOO_SLOW: (CloseCode, &str) = (CloseCode::POLICY_VIOLATION, "too slow: queue full");
+
+/// A connection as the hub sees it.
+struct Client {
+    queue: mpsc::Sender<PreparedMessage>,
+    stop: Arc<Stop>,
+    view: View,
+}
+
+#[derive(Default)]
+struct Inner {
+    clients: HashMap<ClientId, Client>,
+    /// Viewers per thread (absent = 0).
+    viewers: HashMap<i64, usize>,
+}
+
+/// This server's connections and what they look at.
+#[derive(Default)]
+pub struct Hub {
+    inner: Mutex<Inner>,
+}
+
+/// Serialises a message once, framed for every server connection.
+pub fn prepare(msg: &ServerMsg) -> PreparedMessage {
+    // Serialising these plain structs cannot fail (no maps with non-string keys).
+    let text = serde_json::to_string(msg).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "serialising a message failed");
+        String::from(r#"{"type":"error","code":"internal","message":"serialisation failed"}"#)
+    });
+    PreparedMessage::new(Message::text(text))
+}
+
+impl Hub {
+    /// An empty hub.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a connection, viewing nothing yet.
+    pub fn register(&self, id: ClientId, queue: mpsc::Sender<PreparedMessage>, stop: Arc<Stop>) {
+        self.lock().clients.insert(
+            id,
+            Client {
+                queue,
+                stop,
+                view: View::Nothing,
+            },
+        );
+    }
+
+    /// Removes a connection (no-op if already gone).
+    pub fn unregister(&self, id: ClientId) {
+        let mut inner = self.lock();
+        let mut slow = Vec::new();
+        if let Some(c) = inner.clients.remove(&id) {
+            if let View::Thread(t) = c.view {
+                inner.presence_changed(t, -1, &mut slow);
+            }
+        }
+        drop(inner);
+        self.kick(slow);
+    }
+
+    /// Moves a connection to another view, announcing presence changes.
+    pub fn set_view(&self, id: ClientId, view: View) {
+        let mut inner = self.lock();
+        let Some(c) = inner.clients.get_mut(&id) else {
+            return;
+        };
+        let old = std::mem::replace(&mut c.view, view);
+        if old == view {
+            return;
+        }
+        let mut slow = Vec::new();
+        if let View::Thread(t) = old {
+            inner.presence_changed(t, -1, &mut slow);
+        }
+        if let View::Thread(t) = view {
+            inner.presence_changed(t, 1, &mut slow);
+        }
+        drop(inner);
+        self.kick(slow);
+    }
+
+    /// Connections viewing a thread.
+    pub fn online(&self, thread_id: i64) -> usize {
+        self.lock().viewers.get(&thread_id).copied().unwrap_or(0)
+    }
+
+    /// Connections in the hub.
+    pub fn len(&self) -> usize {
+        self.lock().clients.len()
+    }
+
+    /// Fills in the `online` field of thread summaries.
+    pub fn fill_online(&self, threads: &mut [ThreadView]) {
+        let inner = self.lock();
+        for t in threads {
+            t.online = inner.viewers.get(&t.id).copied().unwrap_or(0);
+        }
+    }
+
+    /// Delivers an event to the connections it concerns.
+    pub fn deliver(&self, event: &BoardEvent) {
+        let inner = self.lock();
+        let mut slow = Vec::new();
+        match event {
+            BoardEvent::Posted { post, thread } => {
+                let mut thread = thread.clone();
+                thread.online = inner.viewers.get(&thread.id).copied().unwrap_or(0);
+                let to_thread = prepare(&ServerMsg::Post { post: post.clone() });
+                let to_list = prepare(&ServerMsg::ThreadUpdated { thread });
+                inner.send_where(&mut slow, |view| {
+                    if view == View::Thread(post.thread_id) {
+                        Some(&to_thread)
+                    } else if view == View::List {
+                        Some(&to_list)
+                    } else {
+                        None
+                    }
+                });
+            }
+        }
+        drop(inner);
+        self.kick(slow);
+    }
+
+    /// Disconnects connections whose queue overflowed.
+    fn kick(&self, slow: Vec<ClientId>) {
+        if slow.is_empty() {
+            return;
+        }
+        let mut inner = self.lock();
+        let mut more = Vec::new();
+        for id in slow {
+            if let Some(c) = inner.clients.remove(&id) {
+                tracing::warn!(client = id, "client too slow, disconnecting (close 1008)");
+                c.stop.close(TOO_SLOW.0, TOO_SLOW.1);
+                if let View::Thread(t) = c.view {
+                    inner.presence_changed(t, -1, &mut more);
+                }
+            }
+        }
+        drop(inner);
+        // Presence updates can overflow more queues; each round removes clients, so
+        // this ends.
+        if !more.is_empty() {
+            self.kick(more);
+        }
+    }
+}
+
+impl Inner {
+    /// Queues a message on every connection `pick` chooses; collects the ones whose
+    /// queue is full.
+    fn send_where<'m>(
+        &self,
+        slow: &mut Vec<ClientId>,
+        pick: impl Fn(View) -> Option<&'m PreparedMessage>,
+    ) {
+        for (id, c) in &self.clients {
+            let Some(msg) = pick(c.view) else { continue };
+            match c.queue.try_send(msg.clone()) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => slow.push(*id),
+                // The writer is gone; the reader unregisters shortly.
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+    }
+
+    fn presence_changed(&mut self, thread_id: i64, delta: isize, slow: &mut Vec<ClientId>) {
+        let n = self.viewers.entry(thread_id).or_insert(0);
+        *n = n.saturating_add_signed(delta);
+        let online = *n;
+        if online == 0 {
+            self.viewers.remove(&thread_id);
+        }
+        let msg = prepare(&ServerMsg::Presence { thread_id, online });
+        self.send_where(slow, |view| {
+            (view == View::List || view == View::Thread(thread_id)).then_some(&msg)
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(hub: &Hub, id: ClientId, cap: usize) -> (mpsc::Receiver<PreparedMessage>, Arc<Stop>) {
+        let (tx, rx) = mpsc::channel(cap);
+        let stop = Arc::new(Stop::new(&CancellationToken::new()));
+        hub.register(id, tx, stop.clone());
+        (rx, stop)
+    }
+
+    fn text(m: &PreparedMessage) -> String {
+        String::from_utf8_lossy(m.message().as_bytes()).into_owned()
+    }
+
+    #[test]
+    fn presence_and_slow_clients() {
+        let hub = Hub::new();
+        let (mut list_rx, _) = client(&hub, 1, 16);
+        let (mut a_rx, _) = client(&hub, 2, 16);
+        let (_b_rx, b_stop) = client(&hub, 3, 1);
+        hub.set_view(1, View::List);
+        hub.set_view(2, View::Thread(7));
+        assert_eq!(hub.online(7), 1);
+        assert!(text(&list_rx.try_recv().unwrap()).contains(r#""online":1"#));
+        hub.set_view(3, View::Thread(7)); // b's queue: its own presence message
+        assert_eq!(hub.online(7), 2);
+        let post = PostView {
+            id: 1,
+            thread_id: 7,
+            no: 1,
+            name: "n".into(),
+            body: "b".into(),
+            created_at: 0,
+        };
+        let thread = ThreadView {
+            id: 7,
+            title: "t".into(),
+            post_count: 1,
+            last_post_id: 1,
+            last_post_at: 0,
+            created_at: 0,
+            online: 0,
+        };
+        hub.deliver(&BoardEvent::Posted { post, thread });
+        // b could not take the post: kicked with 1008, presence drops back to 1.
+        assert!(b_stop.is_stopped());
+        assert_eq!(
+            b_stop.close_reason().unwrap().0,
+            CloseCode::POLICY_VIOLATION
+        );
+        assert_eq!(hub.online(7), 1);
+        let a_msgs: Vec<String> = std::iter::from_fn(|| a_rx.try_recv().ok())
+            .map(|m| text(&m))
+            .collect();
+        assert!(a_msgs.iter().any(|m| m.contains(r#""type":"post""#)));
+        let list_msgs: Vec<String> = std::iter::from_fn(|| list_rx.try_recv().ok())
+            .map(|m| text(&m))
+            .collect();
+        assert!(list_msgs.iter().any(|m| m.contains("thread_updated")));
+        hub.unregister(2);
+        assert_eq!(hub.online(7), 0);
+    }
+}

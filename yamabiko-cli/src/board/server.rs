@@ -1,0 +1,651 @@
+//! HTTP and WebSocket on one port: the page's assets, and `/ws`.
+//!
+//! Each TCP connection's request head is read with [`Upgrader::read_request`]; `/ws`
+//! is upgraded, anything else gets an embedded asset (or 404) and the connection is
+//! closed. A WebSocket connection gets two tasks, as in gorilla's chat example:
+//!
+//! * the **reader** parses and validates each message, talks to storage and queues
+//!   replies; its read deadline is pushed out by every pong (and every message);
+//! * the **writer** drains the connection's bounded queue, batching what is ready into
+//!   one flush, and pings every [`Timing::ping_period`]. Writes have a deadline.
+
+use super::hub::{prepare, BoardEvent, ClientId, FanOut, Hub, Stop, View, TOO_SLOW};
+use super::protocol::{
+    parse_client, ClientMsg, ErrorCode, Limits, ProtocolFault, ServerMsg, MAX_BODY_CHARS,
+    MAX_NAME_CHARS, MAX_TITLE_CHARS, PAGE_SIZE, RESYNC_PAGE_SIZE,
+};
+use super::ratelimit::SlidingWindow;
+use super::store::{NewPost, Storage, StoreError};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use yamabiko::{
+    CloseCode, Control, Error, Message, PreparedMessage, ReadHalf, Upgrader, WriteHalf,
+};
+
+/// Default of [`Timing::pong_wait`].
+pub const PONG_WAIT: Duration = Duration::from_secs(60);
+/// Default of [`Timing::ping_period`].
+pub const PING_PERIOD: Duration = Duration::from_secs(20);
+/// Default of [`Timing::write_wait`].
+pub const WRITE_WAIT: Duration = Duration::from_secs(10);
+
+/// Keep-alive and write timing of every connection.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    /// How often the server pings (keep it well inside `pong_wait`).
+    pub ping_period: Duration,
+    /// How long a peer may stay silent (no pong, no message) before it is dropped.
+    pub pong_wait: Duration,
+    /// How long one write may take before the peer counts as too slow.
+    pub write_wait: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            ping_period: PING_PERIOD,
+            pong_wait: PONG_WAIT,
+            write_wait: WRITE_WAIT,
+        }
+    }
+}
+/// Outbound messages a connection may have waiting.
+pub const QUEUE_LEN: usize = 256;
+/// Largest message a page may send (a 2,000-character body, escaped, fits easily).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Posts (and new threads) per connection per [`POST_WINDOW`].
+pub const POSTS_PER_WINDOW: usize = 5;
+/// The post rate-limit window.
+pub const POST_WINDOW: Duration = Duration::from_secs(10);
+/// Messages of any kind per connection per [`POST_WINDOW`].
+pub const MESSAGES_PER_WINDOW: usize = 100;
+/// Threads in the list.
+pub const THREAD_LIST_LEN: usize = 100;
+
+const INDEX_HTML: &str = include_str!("../../assets/index.html");
+const APP_JS: &str = include_str!("../../assets/app.js");
+const STYLE_CSS: &str = include_str!("../../assets/style.css");
+
+/// The board: storage, fan-out and this server's connections.
+pub struct Board {
+    store: Arc<dyn Storage>,
+    fanout: Arc<dyn FanOut>,
+    hub: Arc<Hub>,
+    /// Posts are committed and published one at a time, so every page sees them in
+    /// id order (a page that has post N has every earlier post of its thread).
+    sequencer: tokio::sync::Mutex<()>,
+    next_client: AtomicU64,
+    timing: Timing,
+}
+
+impl Board {
+    /// A board over `store`, publishing through `fanout` into `hub`.
+    pub fn new(
+        store: Arc<dyn Storage>,
+        fanout: Arc<dyn FanOut>,
+        hub: Arc<Hub>,
+        timing: Timing,
+    ) -> Self {
+        Board {
+            store,
+            fanout,
+            hub,
+            sequencer: tokio::sync::Mutex::new(()),
+            next_client: AtomicU64::new(1),
+            timing,
+        }
+    }
+}
+
+/// Accepts connections until `shutdown` fires, then gives open connections a moment
+/// to send their close frames.
+pub async fn serve(
+    listener: TcpListener,
+    board: Arc<Board>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let upgrader = Upgrader::new()
+        .max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_MESSAGE_BYTES)
+        .handshake_timeout(Duration::from_secs(10));
+    let tracker = tokio_util::task::TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Usually EMFILE: back off a little instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let board = board.clone();
+        let upgrader = upgrader.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move { handle_tcp(board, upgrader, tcp, peer, shutdown).await });
+    }
+    drop(listener);
+    tracker.close();
+    tracing::info!(connections = board.hub.len(), "shutting down");
+    if tokio::time::timeout(Duration::from_secs(3), tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections did not close in time");
+    }
+    Ok(())
+}
+
+async fn handle_tcp(
+    board: Arc<Board>,
+    upgrader: Upgrader,
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) {
+    let read = tokio::select! {
+        _ = shutdown.cancelled() => return,
+        r = upgrader.read_request(&mut tcp) => r,
+    };
+    let (request, leftover) = match read {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "bad or no request");
+            return;
+        }
+    };
+    if request.uri().path() != "/ws" {
+        serve_http(&mut tcp, &request).await;
+        return;
+    }
+    let conn = match upgrader.upgrade_request(tcp, &request, leftover).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::info!(%peer, error = %e, "websocket handshake refused");
+            return;
+        }
+    };
+    let id = board.next_client.fetch_add(1, Ordering::Relaxed);
+    let span = tracing::info_span!("client", id, %peer);
+    run_client(board, conn, id, shutdown).instrument(span).await;
+}
+
+/// Answers a plain HTTP request with an embedded asset and closes the connection.
+async fn serve_http(tcp: &mut TcpStream, request: &http::Request<()>) {
+    let method = request.method();
+    let (status, content_type, body): (&str, &str, &[u8]) = if method != http::Method::GET
+        && method != http::Method::HEAD
+    {
+        (
+            "405 Method Not Allowed",
+            "text/plain; charset=utf-8",
+            b"method not allowed\n",
+        )
+    } else {
+        match request.uri().path() {
+            "/" | "/index.html" => ("200 OK", "text/html; charset=utf-8", INDEX_HTML.as_bytes()),
+            "/app.js" => (
+                "200 OK",
+                "text/javascript; charset=utf-8",
+                APP_JS.as_bytes(),
+            ),
+            "/style.css" => ("200 OK", "text/css; charset=utf-8", STYLE_CSS.as_bytes()),
+            "/healthz" => ("200 OK", "text/plain; charset=utf-8", b"ok\n"),
+            _ => ("404 Not Found", "text/plain; charset=utf-8", b"not found\n"),
+        }
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\n\
+         Content-Type: {content_type}\r\n\
+         Content-Length: {}\r\n\
+         Cache-Control: no-cache\r\n\
+         X-Content-Type-Options: nosniff\r\n\
+         Referrer-Policy: no-referrer\r\n\
+         Content-Security-Policy: default-src 'self'; connect-src 'self'; img-src 'self' data:; \
+         base-uri 'none'; form-action 'none'; frame-ancestors 'none'\r\n\
+         {}\
+         Connection: close\r\n\r\n",
+        body.len(),
+        if status.starts_with("405") {
+            "Allow: GET, HEAD\r\n"
+        } else {
+            ""
+        },
+    );
+    let write = async {
+        tcp.write_all(head.as_bytes()).await?;
+        if method != http::Method::HEAD {
+            tcp.write_all(body).await?;
+        }
+        tcp.shutdown().await
+    };
+    match tokio::time::timeout(WRITE_WAIT, write).await {
+        Ok(Ok(())) => tracing::debug!(path = %request.uri().path(), status, "http"),
+        Ok(Err(e)) => tracing::debug!(error = %e, "http response failed"),
+        Err(_) => tracing::debug!("http response timed out"),
+    }
+}
+
+/// Runs one WebSocket connection until it ends.
+async fn run_client(
+    board: Arc<Board>,
+    conn: yamabiko::Conn<TcpStream>,
+    id: ClientId,
+    shutdown: CancellationToken,
+) {
+    tracing::info!(online = board.hub.len() + 1, "connected");
+    let (tx, rx) = mpsc::channel::<PreparedMessage>(QUEUE_LEN);
+    let stop = Arc::new(Stop::new(&shutdown));
+    board.hub.register(id, tx.clone(), stop.clone());
+
+    let timing = board.timing;
+    let (mut read, write) = conn.split();
+    read.set_read_limit(MAX_MESSAGE_BYTES);
+    read.set_read_deadline(Some(Instant::now() + timing.pong_wait));
+    read.set_pong_handler(move |ctx, _| {
+        ctx.set_read_deadline(Some(Instant::now() + timing.pong_wait));
+        Ok(())
+    });
+    let writer = tokio::spawn(write_pump(write, rx, stop.clone(), timing).in_current_span());
+
+    let mut client = ClientState {
+        board: board.clone(),
+        id,
+        queue: tx,
+        stop: stop.clone(),
+        posts: SlidingWindow::new(POSTS_PER_WINDOW, POST_WINDOW),
+        messages: SlidingWindow::new(MESSAGES_PER_WINDOW, POST_WINDOW),
+    };
+    client.reply(&ServerMsg::Hello {
+        server: format!("yamabiko {}", env!("CARGO_PKG_VERSION")),
+        limits: Limits {
+            name: MAX_NAME_CHARS,
+            body: MAX_BODY_CHARS,
+            title: MAX_TITLE_CHARS,
+            posts: POSTS_PER_WINDOW as u32,
+            per_seconds: POST_WINDOW.as_secs(),
+        },
+    });
+    read_pump(&mut read, &mut client).await;
+
+    board.hub.unregister(id);
+    if !stop.is_stopped() {
+        stop.drop_now();
+    }
+    let _ = writer.await;
+    tracing::info!(online = board.hub.len(), "disconnected");
+}
+
+/// Reads until the connection ends or is stopped.
+async fn read_pump(read: &mut ReadHalf<TcpStream>, client: &mut ClientState) {
+    let pong_wait = client.board.timing.pong_wait;
+    loop {
+        let result = tokio::select! {
+            _ = client.stop.stopped() => return,
+            r = read.read_message() => r,
+        };
+        match result {
+            Ok(Message::Text(text)) => {
+                read.set_read_deadline(Some(Instant::now() + pong_wait));
+                client.handle(text.as_str()).await;
+            }
+            Ok(Message::Binary(_)) => {
+                read.set_read_deadline(Some(Instant::now() + pong_wait));
+                client.fault(ProtocolFault::new(
+                    ErrorCode::BadMessage,
+                    "binary messages are not part of the protocol: send JSON text",
+                ));
+            }
+            Err(Error::Timeout) => {
+                tracing::info!("no pong within the read deadline, dropping");
+                return;
+            }
+            Err(e) => {
+                if yamabiko::is_unexpected_close_error(
+                    &e,
+                    &[
+                        CloseCode::NORMAL,
+                        CloseCode::GOING_AWAY,
+                        CloseCode::NO_STATUS,
+                    ],
+                ) {
+                    tracing::info!(error = %e, "connection ended");
+                } else {
+                    tracing::debug!(error = %e, "connection closed");
+                }
+                return;
+            }
+        }
+        if client.stop.is_stopped() {
+            return;
+        }
+    }
+}
+
+/// Drains the queue into the connection, pings, and sends the close frame at the end.
+async fn write_pump(
+    mut write: WriteHalf<TcpStream>,
+    mut rx: mpsc::Receiver<PreparedMessage>,
+    stop: Arc<Stop>,
+    timing: Timing,
+) {
+    let period = timing.ping_period;
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.stopped() => break,
+            msg = rx.recv() => {
+                let Some(msg) = msg else { break };
+                write.set_write_deadline(Some(Instant::now() + timing.write_wait));
+                let mut queued = write.queue_prepared(&msg);
+                // Batch whatever else is ready into the same flush.
+                for _ in 0..64 {
+                    if queued.is_err() {
+                        break;
+                    }
+                    match rx.try_recv() {
+                        Ok(more) => queued = write.queue_prepared(&more),
+                        Err(_) => break,
+                    }
+                }
+                let result = match queued {
+                    Ok(()) => tokio::select! {
+                        _ = stop.stopped() => break,
+                        r = write.flush() => r,
+                    },
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(()) => {}
+                    Err(Error::Timeout) => {
+                        tracing::warn!("write deadline passed, client too slow (close 1008)");
+                        stop.close(TOO_SLOW.0, TOO_SLOW.1);
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "write failed");
+                        stop.drop_now();
+                        return;
+                    }
+                }
+            }
+            _ = ping.tick() => {
+                let deadline = Instant::now() + timing.write_wait;
+                if let Err(e) = write.write_control(Control::ping(&b"board"[..]), Some(deadline)).await {
+                    tracing::debug!(error = %e, "ping failed");
+                    stop.drop_now();
+                    return;
+                }
+            }
+        }
+    }
+    if let Some((code, reason)) = stop.close_reason() {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        match write
+            .write_control(Control::close(code, reason), Some(deadline))
+            .await
+        {
+            Ok(()) | Err(Error::CloseSent) => {}
+            Err(e) => tracing::debug!(error = %e, "close frame not sent"),
+        }
+    }
+    stop.drop_now();
+}
+
+/// The reader's state: the connection's queue and its rate limits.
+struct ClientState {
+    board: Arc<Board>,
+    id: ClientId,
+    queue: mpsc::Sender<PreparedMessage>,
+    stop: Arc<Stop>,
+    posts: SlidingWindow,
+    messages: SlidingWindow,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl ClientState {
+    /// Queues a reply; a full queue disconnects the client.
+    fn reply(&self, msg: &ServerMsg) {
+        self.send(prepare(msg));
+    }
+
+    fn send(&self, msg: PreparedMessage) {
+        match self.queue.try_send(msg) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!("client too slow, disconnecting (close 1008)");
+                self.stop.close(TOO_SLOW.0, TOO_SLOW.1);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => self.stop.drop_now(),
+        }
+    }
+
+    fn fault(&self, fault: ProtocolFault) {
+        tracing::debug!(code = ?fault.code, message = %fault.message, "refused a message");
+        self.reply(&fault.to_msg());
+    }
+
+    fn store_fault(&self, e: StoreError, client_id: Option<String>) {
+        let code = match e {
+            StoreError::ThreadNotFound(_) => ErrorCode::NotFound,
+            StoreError::ClientIdConflict => ErrorCode::Invalid,
+            StoreError::Backend(ref detail) => {
+                tracing::error!(error = %detail, "storage failed");
+                ErrorCode::Internal
+            }
+        };
+        let message = match e {
+            StoreError::Backend(_) => "the server could not save or load that; try again".into(),
+            other => other.to_string(),
+        };
+        self.fault(ProtocolFault {
+            code,
+            message,
+            client_id,
+        });
+    }
+
+    async fn handle(&mut self, text: &str) {
+        if let Err(wait) = self.messages.check(Instant::now()) {
+            self.reply(&ServerMsg::Error {
+                code: ErrorCode::TooManyRequests,
+                message: format!(
+                    "too many messages: at most {MESSAGES_PER_WINDOW} every {} seconds",
+                    POST_WINDOW.as_secs()
+                ),
+                client_id: None,
+                retry_after_ms: Some(wait.as_millis() as u64),
+            });
+            return;
+        }
+        let msg = match parse_client(text) {
+            Ok(m) => m,
+            Err(fault) => return self.fault(fault),
+        };
+        match msg {
+            ClientMsg::ListThreads => self.list_threads().await,
+            ClientMsg::OpenThread { thread_id, after } => self.open_thread(thread_id, after).await,
+            ClientMsg::Older {
+                thread_id,
+                before,
+                limit,
+            } => {
+                self.older(thread_id, before, limit.unwrap_or(PAGE_SIZE))
+                    .await
+            }
+            ClientMsg::Post {
+                thread_id,
+                name,
+                body,
+                client_id,
+            } => {
+                self.post(Some(thread_id), None, name, body, client_id)
+                    .await
+            }
+            ClientMsg::NewThread {
+                title,
+                name,
+                body,
+                client_id,
+            } => self.post(None, Some(title), name, body, client_id).await,
+        }
+    }
+
+    async fn list_threads(&mut self) {
+        // Watch first, then read: a post committed in between arrives twice at worst
+        // (the page keeps the newest summary), never not at all.
+        self.board.hub.set_view(self.id, View::List);
+        match self.board.store.list_threads(THREAD_LIST_LEN).await {
+            Ok(mut threads) => {
+                self.board.hub.fill_online(&mut threads);
+                self.reply(&ServerMsg::Threads { threads });
+            }
+            Err(e) => self.store_fault(e, None),
+        }
+    }
+
+    async fn open_thread(&mut self, thread_id: i64, after: Option<i64>) {
+        match self.board.store.thread(thread_id).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                self.board.hub.set_view(self.id, View::Nothing);
+                return self.store_fault(StoreError::ThreadNotFound(thread_id), None);
+            }
+            Err(e) => return self.store_fault(e, None),
+        }
+        // Watch first, then read (the page drops posts it already has, by id).
+        self.board.hub.set_view(self.id, View::Thread(thread_id));
+        let store = &self.board.store;
+        let page = match after {
+            Some(after) => store.posts_after(thread_id, after, RESYNC_PAGE_SIZE).await,
+            None => store.latest_posts(thread_id, PAGE_SIZE).await,
+        };
+        let page = match page {
+            Ok(p) => p,
+            Err(e) => return self.store_fault(e, None),
+        };
+        let thread = match store.thread(thread_id).await {
+            Ok(Some(mut t)) => {
+                t.online = self.board.hub.online(thread_id);
+                t
+            }
+            Ok(None) => return self.store_fault(StoreError::ThreadNotFound(thread_id), None),
+            Err(e) => return self.store_fault(e, None),
+        };
+        let (has_older, has_newer) = match after {
+            Some(_) => (false, page.more),
+            None => (page.more, false),
+        };
+        self.reply(&ServerMsg::Thread {
+            thread,
+            posts: page.posts,
+            has_older,
+            has_newer,
+        });
+    }
+
+    async fn older(&mut self, thread_id: i64, before: i64, limit: usize) {
+        match self
+            .board
+            .store
+            .posts_before(thread_id, before, limit)
+            .await
+        {
+            Ok(page) => self.reply(&ServerMsg::OlderPosts {
+                thread_id,
+                posts: page.posts,
+                has_older: page.more,
+            }),
+            Err(e) => self.store_fault(e, None),
+        }
+    }
+
+    /// A reply (`thread_id`) or a new thread (`title`).
+    async fn post(
+        &mut self,
+        thread_id: Option<i64>,
+        title: Option<String>,
+        name: String,
+        body: String,
+        client_id: String,
+    ) {
+        if let Err(wait) = self.posts.check(Instant::now()) {
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            self.reply(&ServerMsg::Error {
+                code: ErrorCode::RateLimited,
+                message: format!(
+                    "too many posts: at most {POSTS_PER_WINDOW} every {} seconds; try again in {secs} s",
+                    POST_WINDOW.as_secs()
+                ),
+                client_id: Some(client_id),
+                retry_after_ms: Some(wait.as_millis() as u64),
+            });
+            return;
+        }
+        let new = NewPost {
+            name,
+            body,
+            client_id: client_id.clone(),
+            created_at: now_ms(),
+        };
+        let board = self.board.clone();
+        // Commit and publish in one critical section: pages see posts in id order.
+        let _turn = board.sequencer.lock().await;
+        let result = match (thread_id, title) {
+            (Some(t), _) => board.store.create_post(t, new).await,
+            (None, Some(title)) => board.store.create_thread(title, new).await,
+            (None, None) => return,
+        };
+        let committed = match result {
+            Ok(c) => c,
+            Err(e) => {
+                self.posts.undo();
+                return self.store_fault(e, Some(client_id));
+            }
+        };
+        if committed.duplicate {
+            tracing::info!(post = committed.post.id, "resent post acknowledged again");
+        } else {
+            tracing::info!(
+                thread = committed.post.thread_id,
+                post = committed.post.id,
+                no = committed.post.no,
+                "post committed"
+            );
+            let event = BoardEvent::Posted {
+                post: committed.post.clone(),
+                thread: committed.thread.clone(),
+            };
+            if let Err(e) = board.fanout.publish(event).await {
+                tracing::error!(error = %e, "publishing a post failed");
+            }
+        }
+        let mut thread = committed.thread;
+        thread.online = board.hub.online(thread.id);
+        self.reply(&ServerMsg::Ack {
+            client_id,
+            post: committed.post,
+            thread: thread_id.is_none().then_some(thread),
+        });
+    }
+}

@@ -1,0 +1,404 @@
+//! [`Storage`] on SQLite (bundled), in WAL mode with full fsync on commit.
+//!
+//! One connection behind a mutex, used from tokio's blocking pool: SQLite has one
+//! writer at a time anyway, and the board's reads are short.
+
+use super::protocol::{PostView, ThreadView};
+use super::store::{BoxFuture, Committed, NewPost, Page, Storage, StoreError, StoreResult};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS threads (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    title         TEXT    NOT NULL,
+    created_at    INTEGER NOT NULL,
+    post_count    INTEGER NOT NULL DEFAULT 0,
+    last_post_id  INTEGER NOT NULL DEFAULT 0,
+    last_post_at  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS posts (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    thread_id   INTEGER NOT NULL REFERENCES threads(id),
+    no          INTEGER NOT NULL,
+    name        TEXT    NOT NULL,
+    body        TEXT    NOT NULL,
+    created_at  INTEGER NOT NULL,
+    client_id   TEXT
+);
+CREATE INDEX IF NOT EXISTS posts_by_thread ON posts(thread_id, id);
+CREATE UNIQUE INDEX IF NOT EXISTS posts_by_client_id ON posts(client_id);
+CREATE INDEX IF NOT EXISTS threads_by_activity ON threads(last_post_id);
+";
+
+/// SQLite storage.
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and its schema.
+    pub fn open(path: &Path) -> StoreResult<Self> {
+        let conn = Connection::open(path).map_err(backend)?;
+        // WAL: readers never block the writer; FULL: a commit is on disk before the
+        // post is acknowledged (survives a crash of the process or the machine).
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .map_err(backend)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(%mode, "SQLite did not switch to WAL mode");
+        }
+        conn.execute_batch(
+            "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;",
+        )
+        .map_err(backend)?;
+        conn.execute_batch(SCHEMA).map_err(backend)?;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    fn with<T, F>(&self, f: F) -> BoxFuture<'_, StoreResult<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                // A panic inside a previous call poisons the mutex; the connection
+                // itself is still consistent (transactions roll back on drop).
+                let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+                f(&mut guard)
+            })
+            .await
+            .map_err(|e| StoreError::Backend(format!("storage task failed: {e}")))?
+        })
+    }
+}
+
+fn backend(e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+const THREAD_COLUMNS: &str = "id, title, post_count, last_post_id, last_post_at, created_at";
+const POST_COLUMNS: &str = "id, thread_id, no, name, body, created_at";
+
+fn thread_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ThreadView> {
+    Ok(ThreadView {
+        id: r.get(0)?,
+        title: r.get(1)?,
+        post_count: r.get(2)?,
+        last_post_id: r.get(3)?,
+        last_post_at: r.get(4)?,
+        created_at: r.get(5)?,
+        online: 0,
+    })
+}
+
+fn post_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PostView> {
+    Ok(PostView {
+        id: r.get(0)?,
+        thread_id: r.get(1)?,
+        no: r.get(2)?,
+        name: r.get(3)?,
+        body: r.get(4)?,
+        created_at: r.get(5)?,
+    })
+}
+
+fn get_thread(conn: &Connection, id: i64) -> rusqlite::Result<Option<ThreadView>> {
+    conn.query_row(
+        &format!("SELECT {THREAD_COLUMNS} FROM threads WHERE id = ?1"),
+        [id],
+        thread_row,
+    )
+    .optional()
+}
+
+/// Reads up to `limit + 1` rows to learn whether more exist.
+fn page(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    limit: usize,
+    newest_first: bool,
+) -> StoreResult<Page> {
+    let mut stmt = conn.prepare_cached(sql).map_err(backend)?;
+    let mut posts = stmt
+        .query_map(params, post_row)
+        .map_err(backend)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(backend)?;
+    let more = posts.len() > limit;
+    posts.truncate(limit);
+    if newest_first {
+        posts.reverse();
+    }
+    Ok(Page { posts, more })
+}
+
+/// Looks a client id up: `Some` when it was committed before. A resend of the same
+/// post is a duplicate; the same id on a different post is a conflict.
+fn existing_by_client_id(
+    tx: &Connection,
+    post: &NewPost,
+    thread_id: Option<i64>,
+) -> StoreResult<Option<Committed>> {
+    let found = tx
+        .query_row(
+            &format!("SELECT {POST_COLUMNS} FROM posts WHERE client_id = ?1"),
+            [&post.client_id],
+            post_row,
+        )
+        .optional()
+        .map_err(backend)?;
+    let Some(found) = found else {
+        return Ok(None);
+    };
+    let same_thread = match thread_id {
+        Some(t) => t == found.thread_id,
+        None => found.no == 1,
+    };
+    let same = found.body == post.body && same_thread;
+    if !same {
+        return Err(StoreError::ClientIdConflict);
+    }
+    let thread = get_thread(tx, found.thread_id)
+        .map_err(backend)?
+        .ok_or(StoreError::ThreadNotFound(found.thread_id))?;
+    Ok(Some(Committed {
+        post: found,
+        thread,
+        duplicate: true,
+    }))
+}
+
+/// Inserts a post into a thread that exists; the caller commits.
+fn insert_post(tx: &Connection, thread_id: i64, post: &NewPost) -> StoreResult<Committed> {
+    let count: i64 = tx
+        .query_row(
+            "SELECT post_count FROM threads WHERE id = ?1",
+            [thread_id],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(backend)?
+        .ok_or(StoreError::ThreadNotFound(thread_id))?;
+    let no = count + 1;
+    tx.execute(
+        "INSERT INTO posts (thread_id, no, name, body, created_at, client_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            thread_id,
+            no,
+            post.name,
+            post.body,
+            post.created_at,
+            post.client_id
+        ],
+    )
+    .map_err(backend)?;
+    let id = tx.last_insert_rowid();
+    tx.execute(
+        "UPDATE threads SET post_count = ?2, last_post_id = ?3, last_post_at = ?4 WHERE id = ?1",
+        params![thread_id, no, id, post.created_at],
+    )
+    .map_err(backend)?;
+    let thread = get_thread(tx, thread_id)
+        .map_err(backend)?
+        .ok_or(StoreError::ThreadNotFound(thread_id))?;
+    Ok(Committed {
+        post: PostView {
+            id,
+            thread_id,
+            no,
+            name: post.name.clone(),
+            body: post.body.clone(),
+            created_at: post.created_at,
+        },
+        thread,
+        duplicate: false,
+    })
+}
+
+impl Storage for SqliteStore {
+    fn list_threads(&self, limit: usize) -> BoxFuture<'_, StoreResult<Vec<ThreadView>>> {
+        self.with(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {THREAD_COLUMNS} FROM threads ORDER BY last_post_id DESC LIMIT ?1"
+                ))
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map([limit as i64], thread_row)
+                .map_err(backend)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(backend)?;
+            Ok(rows)
+        })
+    }
+
+    fn thread(&self, id: i64) -> BoxFuture<'_, StoreResult<Option<ThreadView>>> {
+        self.with(move |conn| get_thread(conn, id).map_err(backend))
+    }
+
+    fn latest_posts(&self, thread_id: i64, limit: usize) -> BoxFuture<'_, StoreResult<Page>> {
+        self.with(move |conn| {
+            page(
+                conn,
+                &format!(
+                    "SELECT {POST_COLUMNS} FROM posts WHERE thread_id = ?1
+                     ORDER BY id DESC LIMIT ?2"
+                ),
+                params![thread_id, limit as i64 + 1],
+                limit,
+                true,
+            )
+        })
+    }
+
+    fn posts_after(
+        &self,
+        thread_id: i64,
+        after: i64,
+        limit: usize,
+    ) -> BoxFuture<'_, StoreResult<Page>> {
+        self.with(move |conn| {
+            page(
+                conn,
+                &format!(
+                    "SELECT {POST_COLUMNS} FROM posts WHERE thread_id = ?1 AND id > ?2
+                     ORDER BY id ASC LIMIT ?3"
+                ),
+                params![thread_id, after, limit as i64 + 1],
+                limit,
+                false,
+            )
+        })
+    }
+
+    fn posts_before(
+        &self,
+        thread_id: i64,
+        before: i64,
+        limit: usize,
+    ) -> BoxFuture<'_, StoreResult<Page>> {
+        self.with(move |conn| {
+            page(
+                conn,
+                &format!(
+                    "SELECT {POST_COLUMNS} FROM posts WHERE thread_id = ?1 AND id < ?2
+                     ORDER BY id DESC LIMIT ?3"
+                ),
+                params![thread_id, before, limit as i64 + 1],
+                limit,
+                true,
+            )
+        })
+    }
+
+    fn create_post(&self, thread_id: i64, post: NewPost) -> BoxFuture<'_, StoreResult<Committed>> {
+        self.with(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            if let Some(done) = existing_by_client_id(&tx, &post, Some(thread_id))? {
+                return Ok(done);
+            }
+            let committed = insert_post(&tx, thread_id, &post)?;
+            tx.commit().map_err(backend)?;
+            Ok(committed)
+        })
+    }
+
+    fn create_thread(&self, title: String, post: NewPost) -> BoxFuture<'_, StoreResult<Committed>> {
+        self.with(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            if let Some(done) = existing_by_client_id(&tx, &post, None)? {
+                return Ok(done);
+            }
+            tx.execute(
+                "INSERT INTO threads (title, created_at, last_post_at) VALUES (?1, ?2, ?2)",
+                params![title, post.created_at],
+            )
+            .map_err(backend)?;
+            let thread_id = tx.last_insert_rowid();
+            let committed = insert_post(&tx, thread_id, &post)?;
+            tx.commit().map_err(backend)?;
+            Ok(committed)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn post(body: &str, client_id: &str) -> NewPost {
+        NewPost {
+            name: "n".into(),
+            body: body.into(),
+            client_id: client_id.into(),
+            created_at: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn threads_posts_pages_and_idempotency() {
+        let dir = std::env::temp_dir().join(format!("yamabiko-board-unit-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("unit.db");
+        let _ = std::fs::remove_file(&path);
+        let store = SqliteStore::open(&path).unwrap();
+        let a = store
+            .create_thread("A".into(), post("first", "c0"))
+            .await
+            .unwrap();
+        let t = a.thread.id;
+        assert_eq!((a.post.no, a.thread.post_count), (1, 1));
+        for i in 1..=9 {
+            let c = store
+                .create_post(t, post(&format!("p{i}"), &format!("c{i}")))
+                .await
+                .unwrap();
+            assert_eq!(c.post.no, i + 1);
+        }
+        let again = store.create_post(t, post("p3", "c3")).await.unwrap();
+        assert!(again.duplicate);
+        assert_eq!(again.post.no, 4);
+        assert!(matches!(
+            store.create_post(t, post("other", "c3")).await,
+            Err(StoreError::ClientIdConflict)
+        ));
+        assert!(matches!(
+            store.create_post(999, post("x", "cx")).await,
+            Err(StoreError::ThreadNotFound(999))
+        ));
+        let latest = store.latest_posts(t, 4).await.unwrap();
+        assert!(latest.more);
+        let nos: Vec<i64> = latest.posts.iter().map(|p| p.no).collect();
+        assert_eq!(nos, [7, 8, 9, 10]);
+        let older = store.posts_before(t, latest.posts[0].id, 4).await.unwrap();
+        let nos: Vec<i64> = older.posts.iter().map(|p| p.no).collect();
+        assert_eq!((nos, older.more), (vec![3, 4, 5, 6], true));
+        let after = store.posts_after(t, older.posts[3].id, 100).await.unwrap();
+        assert_eq!((after.posts.len(), after.more), (4, false));
+        let b = store
+            .create_thread("B".into(), post("b", "b0"))
+            .await
+            .unwrap();
+        let list = store.list_threads(10).await.unwrap();
+        assert_eq!(list[0].id, b.thread.id);
+        store.create_post(t, post("bump", "c10")).await.unwrap();
+        let list = store.list_threads(10).await.unwrap();
+        assert_eq!((list[0].id, list[0].post_count), (t, 11));
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
