@@ -2,6 +2,9 @@
 
 use clap::Args;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use yamabiko::{CloseCode, Error, Upgrader};
 
@@ -20,6 +23,12 @@ pub struct EchoArgs {
     /// Run on a single-threaded runtime (for benchmarks pinned to one core).
     #[arg(long)]
     single_thread: bool,
+    /// Serve wss:// with this PEM certificate chain (leaf first); needs --tls-key.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 /// Runs the echo server until interrupted.
@@ -43,7 +52,12 @@ async fn serve(args: EchoArgs) -> anyhow::Result<()> {
         .max_frame_size(args.max_frame_size)
         // An echo server is a test target: accept pages from any origin.
         .check_origin(|_| true);
-    tracing::info!(addr = %listener.local_addr()?, "echo server listening");
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "wss" } else { "ws" };
+    tracing::info!(addr = %listener.local_addr()?, scheme, "echo server listening");
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(a) => a,
@@ -54,28 +68,44 @@ async fn serve(args: EchoArgs) -> anyhow::Result<()> {
         };
         let _ = tcp.set_nodelay(true);
         let upgrader = upgrader.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let mut conn = match upgrader.upgrade(tcp).await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::debug!(%peer, error = %e, "handshake failed");
-                    return;
-                }
+            let Some(acceptor) = tls else {
+                return echo(upgrader, tcp, peer).await;
             };
-            loop {
-                let msg = match conn.read_message().await {
-                    Ok(m) => m,
-                    Err(e) => {
-                        log_end(peer, &e);
-                        return;
-                    }
-                };
-                if let Err(e) = conn.write_message(msg).await {
-                    log_end(peer, &e);
-                    return;
-                }
+            match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => echo(upgrader, stream, peer).await,
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
         });
+    }
+}
+
+/// Upgrades `stream` (TCP or TLS) and echoes until the connection ends.
+async fn echo<S>(upgrader: Upgrader, stream: S, peer: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut conn = match upgrader.upgrade(stream).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "handshake failed");
+            return;
+        }
+    };
+    loop {
+        let msg = match conn.read_message().await {
+            Ok(m) => m,
+            Err(e) => {
+                log_end(peer, &e);
+                return;
+            }
+        };
+        if let Err(e) = conn.write_message(msg).await {
+            log_end(peer, &e);
+            return;
+        }
     }
 }
 

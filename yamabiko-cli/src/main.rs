@@ -1,7 +1,9 @@
 //! The `yamabiko` command: programs built on the yamabiko library's public API.
 
 mod board;
+mod connect;
 mod echo;
+mod tls;
 
 use clap::{Parser, Subcommand};
 
@@ -17,6 +19,8 @@ struct Cli {
 enum Command {
     /// Run a WebSocket echo server (text and binary, any size up to the limits).
     Echo(echo::EchoArgs),
+    /// Connect to a WebSocket server: stdin lines out as text, messages received to stdout.
+    Connect(connect::ConnectArgs),
     /// Run the realtime bulletin board (web page + WebSocket, SQLite storage).
     Serve(board::ServeArgs),
 }
@@ -32,6 +36,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Echo(args) => echo::run(args),
+        Command::Connect(args) => connect::run(args),
         Command::Serve(args) => board::run(args),
     }
 }

@@ -31,6 +31,15 @@ pub enum Error {
     /// JSON encoding or decoding failed.
     #[cfg(feature = "json")]
     Json(serde_json::Error),
+    /// A client's handshake got another answer than `101 Switching Protocols`; it
+    /// carries the status, headers and the start of the body (gorilla's
+    /// `ErrBadHandshake`).
+    BadHandshake(Box<crate::client::HandshakeResponse>),
+    /// The TLS handshake failed: e.g. the certificate is for another name
+    /// (`NotValidForName`) or from an untrusted issuer (`UnknownIssuer`).
+    Tls(rustls::Error),
+    /// The URL cannot be dialled: not `ws://` or `wss://`, no host, malformed.
+    Url(String),
 }
 
 /// Shorthand for `Result<T, yamabiko::Error>`.
@@ -62,6 +71,9 @@ impl fmt::Display for Error {
             Error::InvalidInput(e) => write!(f, "websocket: {e}"),
             #[cfg(feature = "json")]
             Error::Json(e) => write!(f, "websocket: json: {e}"),
+            Error::BadHandshake(r) => write!(f, "websocket: bad handshake: {r}"),
+            Error::Tls(e) => write!(f, "websocket: tls: {e}"),
+            Error::Url(e) => write!(f, "websocket: bad url: {e}"),
         }
     }
 }
@@ -74,6 +86,7 @@ impl std::error::Error for Error {
             Error::Protocol(e) => Some(e),
             #[cfg(feature = "json")]
             Error::Json(e) => Some(e),
+            Error::Tls(e) => Some(e),
             _ => None,
         }
     }

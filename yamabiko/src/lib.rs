@@ -49,6 +49,7 @@
 
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod conn;
 pub mod error;
 pub mod message;
@@ -56,11 +57,14 @@ pub mod prepared;
 pub mod proto;
 pub mod server;
 
+pub use client::{Dialer, HandshakeResponse, MaybeTlsStream};
 pub use conn::{
     CloseHandler, Config, Conn, ControlHandle, HandlerContext, MessageReader, MessageWriter,
     PingHandler, PongHandler, ReadHalf, WriteHalf,
 };
 pub use error::{is_close_error, is_unexpected_close_error, Error, Result};
+/// The `http` crate, whose request, response and header types the handshakes use.
+pub use http;
 pub use message::{Control, Message, Utf8Bytes};
 pub use prepared::PreparedMessage;
 pub use proto::{CloseCode, CloseFrame, MessageKind, ProtocolError, Role};

@@ -1,0 +1,249 @@
+//! `yamabiko connect` in a pipe, against `yamabiko echo` (ws:// and wss://) and
+//! against small servers written here. Every child process is killed on drop and
+//! every wait is bounded.
+
+use std::path::PathBuf;
+use std::process::{Output, Stdio};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+use yamabiko::{CloseCode, Control, Upgrader};
+
+const BIN: &str = env!("CARGO_BIN_EXE_yamabiko");
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Starts `yamabiko echo` on a free port; returns the child and its address.
+async fn start_echo(extra: &[&str]) -> (Child, String) {
+    let mut child = Command::new(BIN)
+        .args(["echo", "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = tokio::time::timeout(WAIT, async {
+        loop {
+            let line = lines.next_line().await.unwrap().expect("echo exited");
+            if let Some(i) = line.find("127.0.0.1:") {
+                let port: String = line[i + 10..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                return format!("127.0.0.1:{port}");
+            }
+        }
+    })
+    .await
+    .expect("echo did not say where it listens");
+    // Keep draining its log so it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, addr)
+}
+
+/// Runs `yamabiko connect ARGS` with `input` on stdin, bounded in time.
+async fn connect(args: &[&str], input: &str) -> Output {
+    let mut child = Command::new(BIN)
+        .arg("connect")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).await.unwrap();
+    drop(stdin);
+    tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .expect("yamabiko connect did not exit")
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("yamabiko-connect-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn echo_hi_in_a_pipe() {
+    let (_echo, addr) = start_echo(&[]).await;
+    let out = connect(&[&format!("ws://{addr}/")], "hi\n").await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "hi\n");
+
+    let input = "one\ntwo\n/ping pp\n//close is text\n\nthree\n";
+    let out = connect(&[&format!("ws://{addr}/")], input).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "one\ntwo\n/close is text\n\nthree\n");
+    assert!(
+        text(&out.stderr).contains("pong \"pp\""),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn close_command_with_a_code() {
+    let (_echo, addr) = start_echo(&[]).await;
+    let out = connect(
+        &[&format!("ws://{addr}/")],
+        "first\n/close 4000 bye\nnever sent\n",
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!text(&out.stdout).contains("never sent"));
+}
+
+#[tokio::test]
+async fn wss_round_trip_with_ca() {
+    let dir = scratch_dir("wss");
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+
+    let (_echo, addr) = start_echo(&["--tls-cert", cert, "--tls-key", key]).await;
+    let port = addr.rsplit(':').next().unwrap();
+    let url = format!("wss://localhost:{port}/");
+    let out = connect(&[&url, "--ca", cert], "secure hello\n").await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "secure hello\n");
+
+    // Without the CA the certificate is refused, clearly.
+    let out = connect(&[&url], "x\n").await;
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("UnknownIssuer") || err.contains("certificate"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A one-connection server that sends `binary`, then closes with `code`.
+async fn sending_server(binary: &'static [u8], code: u16) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let (mut conn, request) = Upgrader::new()
+            .subprotocols(["v1"])
+            .upgrade_with_request(tcp)
+            .await
+            .unwrap();
+        assert_eq!(request.headers()["x-token"], "abc");
+        assert_eq!(conn.subprotocol(), Some("v1"));
+        conn.write_binary(binary).await.unwrap();
+        let frame = Control::close(CloseCode(code), "server done");
+        let control = conn.control_handle();
+        control.write_control(frame, None).await.unwrap();
+        let _ = tokio::time::timeout(WAIT, conn.read_message()).await;
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_as_hex_or_to_a_file_and_server_close() {
+    let addr = sending_server(b"\xde\xad\xbe\xef", 1000).await;
+    let url = format!("ws://{addr}/");
+    let args = [url.as_str(), "-H", "X-Token: abc", "--subprotocol", "v1"];
+    // stdin stays open: the server's close ends the session.
+    let mut child = Command::new(BIN)
+        .arg("connect")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let _stdin = child.stdin.take();
+    let out = tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "deadbeef\n");
+
+    let dir = scratch_dir("binary");
+    let file = dir.join("out.bin");
+    std::fs::write(&file, b"old:").unwrap();
+    let addr = sending_server(b"\x00\x01\x02", 1000).await;
+    let url = format!("ws://{addr}/");
+    let out = connect(
+        &[
+            &url,
+            "-H",
+            "X-Token: abc",
+            "-p",
+            "v1",
+            "--binary-file",
+            file.to_str().unwrap(),
+        ],
+        "",
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "");
+    assert_eq!(std::fs::read(&file).unwrap(), b"old:\x00\x01\x02");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abnormal_server_close_is_a_failure() {
+    let addr = sending_server(b"x", 1011).await;
+    let url = format!("ws://{addr}/");
+    let mut child = Command::new(BIN)
+        .args(["connect", &url, "-H", "X-Token: abc", "-p", "v1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let _stdin = child.stdin.take();
+    let out = tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("1011"), "{}", text(&out.stderr));
+}
+
+#[tokio::test]
+async fn refused_connection_and_bad_url_fail() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let out = connect(&[&format!("ws://127.0.0.1:{port}/")], "").await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("refused"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = connect(&["http://127.0.0.1:1/"], "").await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("scheme"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -1,0 +1,79 @@
+//! Runs every case of an Autobahn fuzzing server as an echo client, the standard way:
+//! `/getCaseCount`, then `/runCase?case=N&agent=yamabiko` for each case, then
+//! `/updateReports?agent=yamabiko`.
+//!
+//! ```text
+//! kosoku -m fuzzingserver 127.0.0.1:9001 &
+//! cargo run --release -p yamabiko --example autobahn-client -- ws://127.0.0.1:9001
+//! ```
+//!
+//! The verdicts are in the fuzzing server's report (`reports/servers/index.json`).
+
+use std::time::Duration;
+use yamabiko::{CloseCode, Dialer, Error};
+
+const AGENT: &str = "yamabiko";
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let base = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "ws://127.0.0.1:9001".to_string());
+    let base = base.trim_end_matches('/');
+    // Autobahn sends 16 MiB messages in single frames (case 9.x.6): room for them.
+    let dialer = Dialer::new()
+        .max_message_size(64 << 20)
+        .max_frame_size(64 << 20)
+        .handshake_timeout(Duration::from_secs(30));
+
+    let count = case_count(&dialer, base).await?;
+    println!("{count} cases");
+    for case in 1..=count {
+        let url = format!("{base}/runCase?case={case}&agent={AGENT}");
+        match run_case(&dialer, &url).await {
+            // Failing the connection is the expected end of many fuzzing cases.
+            Ok(()) | Err(Error::Protocol(_)) => {}
+            Err(e) => eprintln!("case {case}: {e}"),
+        }
+    }
+    let url = format!("{base}/updateReports?agent={AGENT}");
+    let (conn, _) = dialer.dial(&url).await?;
+    // The server writes the reports, then closes.
+    drain(conn).await;
+    println!("reports updated");
+    Ok(())
+}
+
+/// `/getCaseCount` answers with one text message: the number of cases.
+async fn case_count(dialer: &Dialer, base: &str) -> Result<u32, Box<dyn std::error::Error>> {
+    let (mut conn, _) = dialer.dial(&format!("{base}/getCaseCount")).await?;
+    let msg = conn.read_message().await?;
+    let count = std::str::from_utf8(msg.as_bytes())?.trim().parse()?;
+    drain(conn).await;
+    Ok(count)
+}
+
+/// Echoes every message until the case ends (the server closes, or the connection
+/// fails, which is how the fuzzing cases end).
+async fn run_case(dialer: &Dialer, url: &str) -> yamabiko::Result<()> {
+    let (mut conn, _) = dialer.dial(url).await?;
+    loop {
+        let msg = match conn.read_message().await {
+            Ok(m) => m,
+            Err(Error::Closed(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        conn.write_message(msg).await?;
+    }
+}
+
+/// Reads until the server's close (answered by the default close handler), bounded.
+async fn drain(mut conn: yamabiko::Conn<yamabiko::MaybeTlsStream>) {
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while conn.read_message().await.is_ok() {}
+    })
+    .await;
+    let _ = conn
+        .close_with(CloseCode::NORMAL, "", Duration::from_secs(1))
+        .await;
+}

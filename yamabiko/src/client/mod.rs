@@ -1,0 +1,434 @@
+//! The client side of the opening handshake: [`Dialer`] (gorilla's `Dialer`).
+//!
+//! ```no_run
+//! # async fn run() -> yamabiko::Result<()> {
+//! let (mut conn, response) = yamabiko::Dialer::new()
+//!     .subprotocols(["chat"])
+//!     .dial("wss://example.com/socket?room=1")
+//!     .await?;
+//! println!("agreed on {:?}", response.headers().get("sec-websocket-protocol"));
+//! conn.write_text("hello").await?;
+//! let reply = conn.read_message().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! A server that answers anything but `101 Switching Protocols` gives
+//! [`Error::BadHandshake`] with its status, headers and the start of its body; a `101`
+//! that does not prove it understood the request (wrong `Sec-WebSocket-Accept`, a
+//! subprotocol or extension that was not offered) gives [`Error::Handshake`]; TLS
+//! failures give [`Error::Tls`]; a handshake that does not finish in time gives
+//! [`Error::Timeout`].
+//!
+//! Every frame the client sends is masked with a fresh 32-bit key from the thread-local
+//! ChaCha-based CSPRNG of `rand` (RFC 6455 §5.3 asks for unpredictable keys).
+
+mod proxy;
+mod stream;
+mod target;
+pub mod tls;
+
+pub use rustls;
+pub use stream::MaybeTlsStream;
+
+use crate::conn::{Config, Conn};
+use crate::error::{Error, Result};
+use crate::proto::handshake;
+use crate::proto::Role;
+use bytes::{Bytes, BytesMut};
+use http::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
+use proxy::Proxy;
+use rustls::pki_types::CertificateDer;
+use rustls::ClientConfig;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use target::Target;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{timeout_at, Instant};
+use url::Host;
+
+/// How much of a refused handshake's body [`HandshakeResponse`] keeps.
+pub const MAX_ERROR_BODY: usize = 1024;
+
+/// How long, at most, the body of a refused handshake is waited for.
+const ERROR_BODY_WAIT: Duration = Duration::from_secs(1);
+
+/// Opens WebSocket connections to `ws://` and `wss://` URLs (gorilla's `Dialer`).
+///
+/// Build it once and share it (it is cheap to clone); `dial` takes `&self`.
+///
+/// ```no_run
+/// # async fn run() -> yamabiko::Result<()> {
+/// use std::time::Duration;
+/// let dialer = yamabiko::Dialer::new()
+///     .header(http::header::ORIGIN, http::HeaderValue::from_static("https://example.com"))
+///     .handshake_timeout(Duration::from_secs(5))
+///     .max_message_size(1 << 20);
+/// let (conn, _response) = dialer.dial("ws://127.0.0.1:9001/").await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Dialer {
+    config: Config,
+    subprotocols: Vec<String>,
+    headers: HeaderMap,
+    handshake_timeout: Duration,
+    max_header_bytes: usize,
+    tls: Option<Arc<ClientConfig>>,
+    extra_roots: Vec<CertificateDer<'static>>,
+    proxy: Option<String>,
+}
+
+impl Default for Dialer {
+    fn default() -> Self {
+        Dialer {
+            config: Config::default(),
+            subprotocols: Vec::new(),
+            headers: HeaderMap::new(),
+            handshake_timeout: Duration::from_secs(10),
+            max_header_bytes: 16 * 1024,
+            tls: None,
+            extra_roots: Vec::new(),
+            proxy: None,
+        }
+    }
+}
+
+impl fmt::Debug for Dialer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Header values (Authorization, Cookie) stay out of logs.
+        f.debug_struct("Dialer")
+            .field("config", &self.config)
+            .field("subprotocols", &self.subprotocols)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("max_header_bytes", &self.max_header_bytes)
+            .field("custom_tls", &self.tls.is_some())
+            .field("extra_roots", &self.extra_roots.len())
+            .field("proxy", &self.proxy.is_some())
+            .finish()
+    }
+}
+
+impl Dialer {
+    /// A dialer with the defaults: no subprotocols, 10 s handshake timeout, the
+    /// Mozilla roots for TLS, no proxy, 64 MiB messages, 16 MiB frames.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Subprotocols to offer, most preferred first (`Sec-WebSocket-Protocol`). The
+    /// server's choice is [`Conn::subprotocol`]; a choice that was not offered fails
+    /// the handshake.
+    pub fn subprotocols<I, T>(mut self, protocols: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.subprotocols = protocols.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Adds a header to the request (`Origin`, `Cookie`, `Authorization`, …). Headers
+    /// the handshake writes itself (`Host`, `Upgrade`, `Connection`,
+    /// `Sec-WebSocket-*`) are ignored here.
+    pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.append(name, value);
+        self
+    }
+
+    /// How long connecting may take in all: name lookup, TCP (and proxy) connect, TLS
+    /// handshake, request and response (default 10 s) → [`Error::Timeout`].
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Read buffer size of the connection.
+    pub fn read_buffer_size(mut self, bytes: usize) -> Self {
+        self.config.read_buffer_size = bytes;
+        self
+    }
+
+    /// Write buffer (fragment) size of the connection's message writers.
+    pub fn write_buffer_size(mut self, bytes: usize) -> Self {
+        self.config.write_buffer_size = bytes;
+        self
+    }
+
+    /// Largest message accepted (default 64 MiB) → close 1009.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.config.max_message_size = bytes;
+        self
+    }
+
+    /// Largest frame accepted (default 16 MiB) → close 1009.
+    pub fn max_frame_size(mut self, bytes: usize) -> Self {
+        self.config.max_frame_size = bytes;
+        self
+    }
+
+    /// Largest response head accepted (default 16 KiB).
+    pub fn max_header_bytes(mut self, bytes: usize) -> Self {
+        self.max_header_bytes = bytes;
+        self
+    }
+
+    /// The TLS configuration for `wss://` (trusted roots, client certificates, ALPN…).
+    /// Replaces the default (Mozilla roots) and any roots added before.
+    pub fn tls_config(mut self, config: Arc<ClientConfig>) -> Self {
+        self.tls = Some(config);
+        self.extra_roots.clear();
+        self
+    }
+
+    /// Also trusts the certificates of a PEM file (e.g. a test CA, or the self-signed
+    /// certificate of a development server), besides the Mozilla roots. Replaces a
+    /// configuration set with [`tls_config`](Self::tls_config).
+    pub fn add_root_certificates_pem(mut self, pem: &[u8]) -> Result<Self> {
+        self.extra_roots.extend(tls::certificates_from_pem(pem)?);
+        self.tls = Some(tls::config_with_roots(&self.extra_roots)?);
+        Ok(self)
+    }
+
+    /// Connects through an HTTP proxy, `http://[user:password@]host:port`, with
+    /// `CONNECT` (the URL is checked when dialling).
+    pub fn proxy(mut self, url: impl Into<String>) -> Self {
+        self.proxy = Some(url.into());
+        self
+    }
+
+    /// The connection settings this dialer applies.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Connects to a `ws://` or `wss://` URL and performs the opening handshake.
+    /// Returns the connection and the server's `101` response (its headers carry
+    /// cookies and the agreed subprotocol).
+    ///
+    /// The whole of it is bounded by the handshake timeout. Dropping the future
+    /// abandons the attempt and closes whatever was opened.
+    pub async fn dial(&self, url: &str) -> Result<(Conn<MaybeTlsStream>, http::Response<()>)> {
+        let target = Target::parse(url)?;
+        let proxy = self.proxy.as_deref().map(Proxy::parse).transpose()?;
+        let deadline = Instant::now() + self.handshake_timeout;
+        let stream = timeout_at(deadline, self.open(&target, proxy.as_ref()))
+            .await
+            .map_err(|_| Error::Timeout)??;
+        self.handshake(stream, &target, deadline).await
+    }
+
+    /// Performs the opening handshake for `url` over a stream the caller opened (a
+    /// Unix socket, an in-memory pipe, a TLS stream of another make…). The URL gives
+    /// the `Host` header and the request path; nothing is added to the stream, so for
+    /// `wss://` the stream must already be encrypted. Bounded by the handshake
+    /// timeout.
+    pub async fn dial_with_stream<S>(
+        &self,
+        stream: S,
+        url: &str,
+    ) -> Result<(Conn<S>, http::Response<()>)>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let target = Target::parse(url)?;
+        let deadline = Instant::now() + self.handshake_timeout;
+        self.handshake(stream, &target, deadline).await
+    }
+
+    /// TCP (through the proxy, if any), then TLS for `wss://`.
+    async fn open(&self, target: &Target, proxy: Option<&Proxy>) -> Result<MaybeTlsStream> {
+        let tcp = match proxy {
+            Some(p) => p.tunnel(target, self.max_header_bytes).await?,
+            None => connect_tcp(&target.host, target.port).await?,
+        };
+        if !target.tls {
+            return Ok(MaybeTlsStream::Plain(tcp));
+        }
+        let config = match &self.tls {
+            Some(c) => c.clone(),
+            None => tls::default_config()?,
+        };
+        let name = tls::server_name(&target.host)?;
+        let stream = tls::connect(config, name, tcp).await?;
+        Ok(MaybeTlsStream::Tls(Box::new(stream)))
+    }
+
+    /// The HTTP part (RFC 6455 §4.1): send the request, read and check the response.
+    async fn handshake<S>(
+        &self,
+        mut stream: S,
+        target: &Target,
+        deadline: Instant,
+    ) -> Result<(Conn<S>, http::Response<()>)>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let key = handshake::generate_key();
+        let mut headers = self.headers.clone();
+        if let Some(auth) = &target.basic_auth {
+            if !headers.contains_key(AUTHORIZATION) {
+                headers.insert(AUTHORIZATION, auth.clone());
+            }
+        }
+        let request = handshake::build_request(
+            &target.host_header,
+            &target.path_and_query,
+            &key,
+            &self.subprotocols,
+            None,
+            &headers,
+        );
+        let max_head = self.max_header_bytes;
+        let exchange = async {
+            stream.write_all(&request).await?;
+            stream.flush().await?;
+            let mut buf = BytesMut::with_capacity(1024);
+            loop {
+                if let Some((response, used)) = handshake::parse_response(&buf, max_head)? {
+                    let _ = buf.split_to(used);
+                    return Ok((response, buf));
+                }
+                if stream.read_buf(&mut buf).await? == 0 {
+                    return Err(Error::Io(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the server closed the connection during the handshake",
+                    )));
+                }
+            }
+        };
+        let (response, leftover) = timeout_at(deadline, exchange)
+            .await
+            .map_err(|_| Error::Timeout)??;
+
+        if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+            let body_deadline = deadline.min(Instant::now() + ERROR_BODY_WAIT);
+            let body = read_error_body(&mut stream, &response, leftover, body_deadline).await;
+            let (parts, ()) = response.into_parts();
+            return Err(Error::BadHandshake(Box::new(HandshakeResponse {
+                response: http::Response::from_parts(parts, body),
+            })));
+        }
+        // §4.1: Upgrade, Connection, Sec-WebSocket-Accept, and nothing we did not offer.
+        let protocol = handshake::validate_response(&response, &key, &self.subprotocols, false)?;
+        let conn = Conn::from_parts(stream, Role::Client, &self.config, leftover, protocol);
+        Ok((conn, response))
+    }
+}
+
+/// Reads up to [`MAX_ERROR_BODY`] bytes of a refused handshake's body: as announced
+/// by `Content-Length`, or until the server closes, whichever is first, until
+/// `deadline`. Whatever arrived by then is kept.
+async fn read_error_body<S>(
+    stream: &mut S,
+    response: &http::Response<()>,
+    mut body: BytesMut,
+    deadline: Instant,
+) -> Bytes
+where
+    S: AsyncRead + Unpin,
+{
+    let status = response.status().as_u16();
+    let content_length = response
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    // RFC 9110 §6.4.1: these never have a body.
+    let no_body = (100..200).contains(&status) || status == 204 || status == 304;
+    let limit = match content_length {
+        _ if no_body => 0,
+        Some(n) => n.min(MAX_ERROR_BODY as u64) as usize,
+        None => MAX_ERROR_BODY,
+    };
+    // Bounded: each round reads at least one byte or ends, and `limit` ≤ 1 KiB.
+    while body.len() < limit {
+        let want = (limit - body.len()) as u64;
+        let mut limited = (&mut *stream).take(want);
+        match timeout_at(deadline, limited.read_buf(&mut body)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => break,
+        }
+    }
+    body.truncate(limit);
+    body.freeze()
+}
+
+/// Resolves `host` and connects to its addresses in turn; the first that answers
+/// wins. Errors name the host or address that failed.
+pub(crate) async fn connect_tcp(host: &Host<String>, port: u16) -> Result<TcpStream> {
+    let addrs: Vec<SocketAddr> = match host {
+        Host::Ipv4(a) => vec![SocketAddr::from((*a, port))],
+        Host::Ipv6(a) => vec![SocketAddr::from((*a, port))],
+        Host::Domain(name) => tokio::net::lookup_host((name.as_str(), port))
+            .await
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot resolve {name:?}: {e}")))?
+            .collect(),
+    };
+    let mut last_error =
+        io::Error::new(io::ErrorKind::NotFound, format!("{host} has no addresses"));
+    for addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(tcp) => {
+                // Frames are written whole; Nagle would only delay them.
+                let _ = tcp.set_nodelay(true);
+                return Ok(tcp);
+            }
+            Err(e) => last_error = io::Error::new(e.kind(), format!("connecting to {addr}: {e}")),
+        }
+    }
+    Err(Error::Io(last_error))
+}
+
+/// A server's answer that was not `101 Switching Protocols`, kept for the
+/// application (gorilla's `ErrBadHandshake` with its `*http.Response`): status,
+/// headers, and the first [`MAX_ERROR_BODY`] bytes of the body (raw bytes as sent;
+/// a chunked body keeps its chunk framing).
+#[derive(Debug)]
+pub struct HandshakeResponse {
+    response: http::Response<Bytes>,
+}
+
+impl HandshakeResponse {
+    /// The status code (e.g. 401, 302, 404).
+    pub fn status(&self) -> http::StatusCode {
+        self.response.status()
+    }
+
+    /// The response headers (`Location` of a redirect, `WWW-Authenticate`, …).
+    pub fn headers(&self) -> &HeaderMap {
+        self.response.headers()
+    }
+
+    /// The start of the body, at most [`MAX_ERROR_BODY`] bytes.
+    pub fn body(&self) -> &Bytes {
+        self.response.body()
+    }
+
+    /// The response as an `http::Response`.
+    pub fn into_response(self) -> http::Response<Bytes> {
+        self.response
+    }
+}
+
+impl fmt::Display for HandshakeResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the server answered {} instead of 101 Switching Protocols",
+            self.status()
+        )?;
+        if let Some(location) = self.headers().get(http::header::LOCATION) {
+            write!(
+                f,
+                " (Location: {})",
+                String::from_utf8_lossy(location.as_bytes())
+            )?;
+        }
+        Ok(())
+    }
+}
