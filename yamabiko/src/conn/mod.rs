@@ -148,8 +148,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 
     /// Sends a control frame. See [`ControlHandle::write_control`].
-    pub async fn write_control(&self, control: Control, deadline: Option<Instant>) -> Result<()> {
-        self.write.write_control(control, deadline).await
+    ///
+    /// The returned future does not borrow the connection (a `Conn` is `Send` but not
+    /// `Sync`, because handlers are `FnMut`), so it can be awaited in a spawned task.
+    pub fn write_control(
+        &self,
+        control: Control,
+        deadline: Option<Instant>,
+    ) -> impl std::future::Future<Output = Result<()>> {
+        let handle = self.write.control_handle();
+        async move { handle.write_control(control, deadline).await }
     }
 
     /// Closes gracefully: sends a close frame with `code` and `reason`, then reads (and
