@@ -57,6 +57,9 @@ pub struct ConnectArgs {
     /// Largest message accepted, in bytes.
     #[arg(long, default_value_t = 64 << 20)]
     max_message_size: usize,
+    /// Offer permessage-deflate compression.
+    #[arg(long)]
+    compression: bool,
 }
 
 /// How long the peer gets to answer our close frame.
@@ -110,7 +113,8 @@ fn dialer(args: &ConnectArgs) -> anyhow::Result<Dialer> {
     let mut dialer = Dialer::new()
         .subprotocols(args.subprotocols.iter().cloned())
         .handshake_timeout(Duration::try_from_secs_f64(args.handshake_timeout)?)
-        .max_message_size(args.max_message_size);
+        .max_message_size(args.max_message_size)
+        .enable_compression(args.compression);
     for header in &args.headers {
         let (name, value) = header
             .split_once(':')

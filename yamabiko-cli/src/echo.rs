@@ -23,6 +23,12 @@ pub struct EchoArgs {
     /// Run on a single-threaded runtime (for benchmarks pinned to one core).
     #[arg(long)]
     single_thread: bool,
+    /// Refuse permessage-deflate offers (accepted by default).
+    #[arg(long)]
+    no_compression: bool,
+    /// With compression, messages shorter than this many bytes are sent uncompressed.
+    #[arg(long, default_value_t = 0, value_name = "BYTES")]
+    compression_threshold: usize,
     /// Serve wss:// with this PEM certificate chain (leaf first); needs --tls-key.
     #[arg(long, value_name = "PEM", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -51,7 +57,11 @@ async fn serve(args: EchoArgs) -> anyhow::Result<()> {
         .max_message_size(args.max_message_size)
         .max_frame_size(args.max_frame_size)
         // An echo server is a test target: accept pages from any origin.
-        .check_origin(|_| true);
+        .check_origin(|_| true)
+        .compression((!args.no_compression).then(|| yamabiko::Compression {
+            threshold: args.compression_threshold,
+            ..Default::default()
+        }));
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
         _ => None,

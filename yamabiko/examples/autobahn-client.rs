@@ -24,7 +24,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dialer = Dialer::new()
         .max_message_size(64 << 20)
         .max_frame_size(64 << 20)
-        .handshake_timeout(Duration::from_secs(30));
+        .handshake_timeout(Duration::from_secs(30))
+        // Offer permessage-deflate so the 12.* and 13.* cases run. The offer carries
+        // `client_no_context_takeover`: cases 13.2, 13.5 and 13.6 play a server that asks
+        // for it, which Autobahn allows only when the client offered it (RFC 7692
+        // §7.1.1.2). Every message is compressed (threshold 0), as the cases expect.
+        .compression(Some(yamabiko::Compression {
+            threshold: 0,
+            client_no_context_takeover: true,
+            ..Default::default()
+        }));
 
     let count = case_count(&dialer, base).await?;
     println!("{count} cases");

@@ -67,5 +67,6 @@ pub use error::{is_close_error, is_unexpected_close_error, Error, Result};
 pub use http;
 pub use message::{Control, Message, Utf8Bytes};
 pub use prepared::PreparedMessage;
+pub use proto::deflate::DeflateConfig as Compression;
 pub use proto::{CloseCode, CloseFrame, MessageKind, ProtocolError, Role};
-pub use server::Upgrader;
+pub use server::{Negotiated, Upgrader};

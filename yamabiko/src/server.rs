@@ -2,6 +2,7 @@
 
 use crate::conn::{Config, Conn};
 use crate::error::{Error, Result};
+use crate::proto::deflate::{self, DeflateConfig, DeflateParams};
 use crate::proto::handshake::{self, HandshakeError};
 use crate::proto::Role;
 use bytes::BytesMut;
@@ -33,6 +34,18 @@ pub struct Upgrader {
     handshake_timeout: Duration,
     max_header_bytes: usize,
     response_headers: http::HeaderMap,
+    compression: Option<DeflateConfig>,
+}
+
+/// The outcome of checking an upgrade request: what to answer and what was agreed.
+#[derive(Debug, Clone)]
+pub struct Negotiated {
+    /// The complete `101 Switching Protocols` response head.
+    pub response: Vec<u8>,
+    /// The subprotocol chosen, if any.
+    pub subprotocol: Option<String>,
+    /// permessage-deflate parameters, when compression was agreed.
+    pub deflate: Option<DeflateParams>,
 }
 
 impl Default for Upgrader {
@@ -44,6 +57,7 @@ impl Default for Upgrader {
             handshake_timeout: Duration::from_secs(10),
             max_header_bytes: 8192,
             response_headers: http::HeaderMap::new(),
+            compression: None,
         }
     }
 }
@@ -130,6 +144,19 @@ impl Upgrader {
         self
     }
 
+    /// Accepts permessage-deflate offers (RFC 7692) with these settings; `None` refuses
+    /// them (the default, as in gorilla).
+    pub fn compression(mut self, config: Option<DeflateConfig>) -> Self {
+        self.compression = config;
+        self
+    }
+
+    /// Accepts permessage-deflate offers with the default [`DeflateConfig`] (level 1,
+    /// 15-bit windows, context takeover, messages under 64 bytes sent plain).
+    pub fn enable_compression(self, enable: bool) -> Self {
+        self.compression(enable.then(DeflateConfig::default))
+    }
+
     /// The connection settings this upgrader applies.
     pub fn config(&self) -> &Config {
         &self.config
@@ -207,7 +234,7 @@ impl Upgrader {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let (response, protocol) = match self.negotiate(request) {
+        let agreed = match self.negotiate(request) {
             Ok(r) => r,
             Err(e) => {
                 self.refuse(&mut stream, &e).await;
@@ -215,7 +242,7 @@ impl Upgrader {
             }
         };
         let write = async {
-            stream.write_all(&response).await?;
+            stream.write_all(&agreed.response).await?;
             stream.flush().await
         };
         match tokio::time::timeout(self.handshake_timeout, write).await {
@@ -223,21 +250,26 @@ impl Upgrader {
             Ok(Err(e)) => return Err(Error::Io(e)),
             Err(_) => return Err(Error::Timeout),
         }
-        Ok(Conn::from_parts(
+        let conn = Conn::from_parts(
             stream,
             Role::Server,
             &self.config,
             leftover,
-            protocol,
-        ))
+            agreed.subprotocol,
+        );
+        Ok(match (&agreed.deflate, &self.compression) {
+            (Some(params), Some(config)) => conn.with_deflate(params, config),
+            _ => conn,
+        })
     }
 
-    /// Checks a request and builds the 101 response bytes and the chosen subprotocol.
-    /// The building block for integrations that write the response themselves.
+    /// Checks a request and builds the 101 response, choosing the subprotocol and the
+    /// compression parameters. The building block for integrations that write the
+    /// response themselves.
     pub fn negotiate(
         &self,
         request: &http::Request<()>,
-    ) -> std::result::Result<(Vec<u8>, Option<String>), HandshakeError> {
+    ) -> std::result::Result<Negotiated, HandshakeError> {
         let offer = handshake::validate_request(request)?;
         let origin_ok = match &self.check_origin {
             Some(check) => check(request),
@@ -247,10 +279,25 @@ impl Upgrader {
             return Err(HandshakeError::OriginRejected);
         }
         let protocol = handshake::select_subprotocol(&offer.protocols, &self.subprotocols);
+        // RFC 7692 §5: a malformed or unacceptable offer is declined, not fatal.
+        let deflate = match (&self.compression, &offer.extensions) {
+            (Some(config), Some(offers)) => {
+                deflate::negotiate_server(offers, config).ok().flatten()
+            }
+            _ => None,
+        };
         let accept = handshake::accept_key(offer.key.as_bytes());
-        let response =
-            handshake::build_response(&accept, protocol.as_deref(), None, &self.response_headers);
-        Ok((response, protocol))
+        let response = handshake::build_response(
+            &accept,
+            protocol.as_deref(),
+            deflate.as_ref().map(|(_, header)| header.as_str()),
+            &self.response_headers,
+        );
+        Ok(Negotiated {
+            response,
+            subprotocol: protocol,
+            deflate: deflate.map(|(params, _)| params),
+        })
     }
 
     async fn refuse<S: AsyncWrite + Unpin>(&self, stream: &mut S, e: &HandshakeError) {

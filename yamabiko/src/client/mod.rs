@@ -32,6 +32,7 @@ pub use stream::MaybeTlsStream;
 
 use crate::conn::{Config, Conn};
 use crate::error::{Error, Result};
+use crate::proto::deflate;
 use crate::proto::handshake;
 use crate::proto::Role;
 use bytes::{Bytes, BytesMut};
@@ -80,6 +81,7 @@ pub struct Dialer {
     tls: Option<Arc<ClientConfig>>,
     extra_roots: Vec<CertificateDer<'static>>,
     proxy: Option<String>,
+    compression: Option<crate::proto::deflate::DeflateConfig>,
 }
 
 impl Default for Dialer {
@@ -93,6 +95,7 @@ impl Default for Dialer {
             tls: None,
             extra_roots: Vec::new(),
             proxy: None,
+            compression: None,
         }
     }
 }
@@ -109,11 +112,24 @@ impl fmt::Debug for Dialer {
             .field("custom_tls", &self.tls.is_some())
             .field("extra_roots", &self.extra_roots.len())
             .field("proxy", &self.proxy.is_some())
+            .field("compression", &self.compression)
             .finish()
     }
 }
 
 impl Dialer {
+    /// Offers permessage-deflate (RFC 7692) with these settings; `None` (the default)
+    /// offers nothing.
+    pub fn compression(mut self, config: Option<crate::proto::deflate::DeflateConfig>) -> Self {
+        self.compression = config;
+        self
+    }
+
+    /// Offers permessage-deflate with the default settings.
+    pub fn enable_compression(self, enable: bool) -> Self {
+        self.compression(enable.then(crate::proto::deflate::DeflateConfig::default))
+    }
+
     /// A dialer with the defaults: no subprotocols, 10 s handshake timeout, the
     /// Mozilla roots for TLS, no proxy, 64 MiB messages, 16 MiB frames.
     pub fn new() -> Self {
@@ -269,6 +285,7 @@ impl Dialer {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let key = handshake::generate_key();
+        let offer = self.compression.as_ref().map(deflate::client_offer);
         let mut headers = self.headers.clone();
         if let Some(auth) = &target.basic_auth {
             if !headers.contains_key(AUTHORIZATION) {
@@ -280,7 +297,7 @@ impl Dialer {
             &target.path_and_query,
             &key,
             &self.subprotocols,
-            None,
+            offer.as_deref(),
             &headers,
         );
         let max_head = self.max_header_bytes;
@@ -314,8 +331,29 @@ impl Dialer {
             })));
         }
         // §4.1: Upgrade, Connection, Sec-WebSocket-Accept, and nothing we did not offer.
-        let protocol = handshake::validate_response(&response, &key, &self.subprotocols, false)?;
+        let protocol =
+            handshake::validate_response(&response, &key, &self.subprotocols, offer.is_some())?;
         let conn = Conn::from_parts(stream, Role::Client, &self.config, leftover, protocol);
+        // RFC 7692 §7.1: a response we cannot accept fails the connection.
+        let conn = match &self.compression {
+            Some(config) => {
+                let answer =
+                    handshake::header_tokens(response.headers(), "sec-websocket-extensions")
+                        .join(", ");
+                match deflate::negotiate_client(&answer, config) {
+                    Ok(Some(params)) => conn.with_deflate(&params, config),
+                    Ok(None) => conn,
+                    Err(e) => {
+                        return Err(Error::Handshake(
+                            crate::proto::handshake::HandshakeError::UnrequestedExtension(
+                                e.to_string(),
+                            ),
+                        ))
+                    }
+                }
+            }
+            None => conn,
+        };
         Ok((conn, response))
     }
 }

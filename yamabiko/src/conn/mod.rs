@@ -102,6 +102,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
+    /// Turns on permessage-deflate with parameters agreed in the handshake.
+    pub(crate) fn with_deflate(
+        mut self,
+        params: &crate::proto::deflate::DeflateParams,
+        config: &crate::proto::deflate::DeflateConfig,
+    ) -> Self {
+        use crate::proto::deflate::{Compressor, Decompressor};
+        let role = self.read.shared.role;
+        self.read.set_decompressor(Decompressor::new(params, role));
+        self.write.set_compressor(
+            Compressor::new(params, role, config.level),
+            config.threshold,
+        );
+        self
+    }
+
     /// Reads the next whole message. See [`ReadHalf::read_message`].
     pub async fn read_message(&mut self) -> Result<Message> {
         self.read.read_message().await
@@ -276,6 +292,23 @@ impl<S> Conn<S> {
     /// A handle for sending control frames from other tasks.
     pub fn control_handle(&self) -> ControlHandle<S> {
         self.write.control_handle()
+    }
+
+    /// Turns compression of outgoing messages on or off. See
+    /// [`WriteHalf::enable_write_compression`].
+    pub fn enable_write_compression(&mut self, enable: bool) {
+        self.write.enable_write_compression(enable);
+    }
+
+    /// Sets the deflate level for the next messages. See
+    /// [`WriteHalf::set_compression_level`].
+    pub fn set_compression_level(&mut self, level: u32) {
+        self.write.set_compression_level(level);
+    }
+
+    /// Whether permessage-deflate was negotiated.
+    pub fn compression_negotiated(&self) -> bool {
+        self.write.compression_negotiated()
     }
 }
 

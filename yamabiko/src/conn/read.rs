@@ -133,6 +133,10 @@ impl<S> ReadHalf<S> {
     pub fn subprotocol(&self) -> Option<&str> {
         self.subprotocol.as_deref()
     }
+
+    pub(crate) fn set_decompressor(&mut self, inflater: crate::proto::deflate::Decompressor) {
+        self.decoder.set_decompressor(inflater);
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> ReadHalf<S> {

@@ -4,6 +4,7 @@ use super::deadline::Deadline;
 use super::shared::{FlushGuard, PayloadRef, Shared};
 use crate::error::{Error, Result};
 use crate::message::{Control, Message};
+use crate::proto::deflate::Compressor;
 use crate::proto::utf8::Utf8Validator;
 use crate::proto::{MessageKind, OpCode};
 use bytes::{Bytes, BytesMut};
@@ -26,6 +27,14 @@ pub struct WriteHalf<S> {
     flush_id: u64,
     write_buffer_size: usize,
     pub(crate) subprotocol: Option<String>,
+    compression: Option<WriteCompression>,
+}
+
+/// permessage-deflate state of the sending side.
+struct WriteCompression {
+    compressor: Compressor,
+    enabled: bool,
+    threshold: usize,
 }
 
 impl<S> WriteHalf<S> {
@@ -41,7 +50,61 @@ impl<S> WriteHalf<S> {
             flush_id,
             write_buffer_size: write_buffer_size.max(128),
             subprotocol,
+            compression: None,
         }
+    }
+
+    pub(crate) fn set_compressor(&mut self, compressor: Compressor, threshold: usize) {
+        self.compression = Some(WriteCompression {
+            compressor,
+            enabled: true,
+            threshold,
+        });
+    }
+
+    /// Turns compression of outgoing messages on or off (gorilla's
+    /// `EnableWriteCompression`); only has an effect when permessage-deflate was
+    /// negotiated. Incoming compressed messages are always accepted.
+    pub fn enable_write_compression(&mut self, enable: bool) {
+        if let Some(c) = &mut self.compression {
+            c.enabled = enable;
+        }
+    }
+
+    /// Sets the deflate level (0–9) for the next messages (gorilla's
+    /// `SetCompressionLevel`).
+    pub fn set_compression_level(&mut self, level: u32) {
+        if let Some(c) = &mut self.compression {
+            c.compressor.set_level(level.min(9));
+        }
+    }
+
+    /// Whether permessage-deflate was negotiated on this connection.
+    pub fn compression_negotiated(&self) -> bool {
+        self.compression.is_some()
+    }
+
+    /// The compressor to use for a message of `len` bytes, if any.
+    fn compressor_for(&mut self, len: usize) -> Option<&mut Compressor> {
+        match &mut self.compression {
+            Some(c) if c.enabled && len >= c.threshold => Some(&mut c.compressor),
+            _ => None,
+        }
+    }
+
+    /// Queues a whole message, compressed when that applies.
+    fn queue_whole(&mut self, message: Message) -> Result<()> {
+        let opcode = message.kind().opcode();
+        let payload = message.into_bytes();
+        if let Some(compressor) = self.compressor_for(payload.len()) {
+            let mut out = BytesMut::with_capacity(payload.len() / 2 + 64);
+            compressor
+                .compress_message(&payload, &mut out)
+                .map_err(|e| Error::Io(io::Error::other(e)))?;
+            let out = out.freeze();
+            return self.queue_frame(opcode, true, true, PayloadRef::Shared(&out));
+        }
+        self.queue_frame(opcode, true, false, PayloadRef::Shared(&payload))
     }
 
     /// Sets the write deadline: once it passes, writes fail with [`Error::Timeout`] until
@@ -65,12 +128,18 @@ impl<S> WriteHalf<S> {
     }
 
     /// Queues a whole data frame (no flush); fails after a close frame was sent.
-    fn queue_frame(&self, opcode: OpCode, fin: bool, payload: PayloadRef<'_>) -> Result<()> {
+    fn queue_frame(
+        &self,
+        opcode: OpCode,
+        fin: bool,
+        rsv1: bool,
+        payload: PayloadRef<'_>,
+    ) -> Result<()> {
         let mut g = self.shared.lock();
         if g.close_sent {
             return Err(Error::CloseSent);
         }
-        g.push_frame(self.shared.role, opcode, fin, false, payload);
+        g.push_frame(self.shared.role, opcode, fin, rsv1, payload);
         Ok(())
     }
 }
@@ -83,9 +152,7 @@ impl<S: AsyncWrite + Unpin> WriteHalf<S> {
     pub async fn write_message(&mut self, message: impl Into<Message>) -> Result<()> {
         let message = message.into();
         self.check_deadline()?;
-        let opcode = message.kind().opcode();
-        let payload = message.into_bytes();
-        self.queue_frame(opcode, true, PayloadRef::Shared(&payload))?;
+        self.queue_whole(message)?;
         self.flush().await
     }
 
@@ -102,10 +169,7 @@ impl<S: AsyncWrite + Unpin> WriteHalf<S> {
     /// Queues a message without waiting for the transport; [`flush`](Self::flush) sends
     /// everything queued in as few system calls as possible. For bursts of small messages.
     pub fn queue_message(&mut self, message: impl Into<Message>) -> Result<()> {
-        let message = message.into();
-        let opcode = message.kind().opcode();
-        let payload = message.into_bytes();
-        self.queue_frame(opcode, true, PayloadRef::Shared(&payload))
+        self.queue_whole(message.into())
     }
 
     /// Sends a [`PreparedMessage`](crate::PreparedMessage) (framed once for many
@@ -118,23 +182,23 @@ impl<S: AsyncWrite + Unpin> WriteHalf<S> {
 
     /// Queues a [`PreparedMessage`](crate::PreparedMessage) without waiting.
     pub fn queue_prepared(&mut self, message: &crate::PreparedMessage) -> Result<()> {
+        let server = self.shared.role == crate::proto::Role::Server;
+        let len = message.message().len();
+        let frame = match self.compressor_for(len) {
+            None if server => message.server_frame().clone(),
+            Some(c) if server && c.no_context_takeover() => {
+                // Same window size and level → same bytes: compress once for all.
+                message
+                    .compressed_server_frame(c.window_bits(), c.level())
+                    .map_err(|e| Error::Io(io::Error::other(e)))?
+            }
+            _ => return self.queue_whole(message.message().clone()),
+        };
         let mut g = self.shared.lock();
         if g.close_sent {
             return Err(Error::CloseSent);
         }
-        match self.shared.role {
-            crate::proto::Role::Server => g.push_encoded(message.server_frame()),
-            role => {
-                let m = message.message();
-                g.push_frame(
-                    role,
-                    m.kind().opcode(),
-                    true,
-                    false,
-                    PayloadRef::Slice(m.as_bytes()),
-                )
-            }
-        }
+        g.push_encoded(&frame);
         Ok(())
     }
 
@@ -169,6 +233,7 @@ impl<S: AsyncWrite + Unpin> WriteHalf<S> {
     /// [`MessageWriter::finish`] sends the final fragment.
     pub fn next_writer(&mut self, kind: MessageKind) -> MessageWriter<'_, S> {
         let capacity = self.write_buffer_size;
+        let compress = self.compression.as_ref().is_some_and(|c| c.enabled);
         MessageWriter {
             half: self,
             kind,
@@ -178,6 +243,7 @@ impl<S: AsyncWrite + Unpin> WriteHalf<S> {
             flushing: false,
             finished: false,
             utf8: (kind == MessageKind::Text).then(Utf8Validator::new),
+            compress,
         }
     }
 
@@ -288,6 +354,7 @@ pub struct MessageWriter<'a, S> {
     flushing: bool,
     finished: bool,
     utf8: Option<Utf8Validator>,
+    compress: bool,
 }
 
 impl<S> MessageWriter<'_, S> {
@@ -297,9 +364,20 @@ impl<S> MessageWriter<'_, S> {
         } else {
             self.kind.opcode()
         };
-        let payload = self.buf.split().freeze();
+        let mut payload = self.buf.split().freeze();
+        let compressor = self.half.compression.as_mut().map(|c| &mut c.compressor);
+        let rsv1 = match compressor {
+            Some(c) if self.compress => {
+                let mut out = BytesMut::with_capacity(payload.len() / 2 + 64);
+                c.compress_chunk(&payload, fin, &mut out)
+                    .map_err(|e| Error::Io(io::Error::other(e)))?;
+                payload = out.freeze();
+                !self.started
+            }
+            _ => false,
+        };
         self.half
-            .queue_frame(opcode, fin, PayloadRef::Shared(&payload))?;
+            .queue_frame(opcode, fin, rsv1, PayloadRef::Shared(&payload))?;
         self.started = true;
         if self.buf.capacity() < self.capacity {
             self.buf.reserve(self.capacity);

@@ -11,12 +11,17 @@
 //! (§5.4), UTF-8 in text (§8.1), close payloads (§5.5.1), and the configured size limits.
 
 use super::close::CloseFrame;
+use super::deflate::Decompressor;
 use super::error::ProtocolError;
 use super::frame::{FrameHeader, OpCode};
 use super::mask::apply_mask;
 use super::utf8::Utf8Validator;
 use super::{MessageKind, Role};
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
+
+/// Most bytes one inflate step yields, so a compressed message also streams in
+/// bounded pieces.
+const INFLATE_CHUNK: usize = 64 * 1024;
 
 /// Limits and role of a decoder.
 #[derive(Clone, Copy, Debug)]
@@ -62,6 +67,16 @@ struct FrameInProgress {
 struct MessageInProgress {
     kind: MessageKind,
     size: u64,
+    /// RSV1 was set on the first frame: the payload is deflated (RFC 7692 §6.1).
+    compressed: bool,
+}
+
+/// Compressed payload received but not yet inflated.
+#[derive(Debug)]
+struct PendingInflate {
+    input: Bytes,
+    /// This input ends the message.
+    fin: bool,
 }
 
 /// The receiving protocol state machine. Feed it with [`Decoder::decode`].
@@ -72,6 +87,8 @@ pub struct Decoder {
     message: Option<MessageInProgress>,
     utf8: Utf8Validator,
     closed: bool,
+    inflater: Option<Decompressor>,
+    inflating: Option<PendingInflate>,
 }
 
 impl Decoder {
@@ -83,7 +100,15 @@ impl Decoder {
             message: None,
             utf8: Utf8Validator::new(),
             closed: false,
+            inflater: None,
+            inflating: None,
         }
+    }
+
+    /// Enables permessage-deflate: RSV1 on a message's first frame now means
+    /// "compressed", and such messages are inflated (bounded by the message limit).
+    pub fn set_decompressor(&mut self, inflater: Decompressor) {
+        self.inflater = Some(inflater);
     }
 
     /// Changes the message size limit (gorilla's `SetReadLimit`).
@@ -114,8 +139,22 @@ impl Decoder {
             return Ok(None);
         }
         loop {
+            if self.inflating.is_some() {
+                if let Some(item) = self.inflate_step()? {
+                    return Ok(Some(item));
+                }
+                if self.inflating.is_some() {
+                    continue;
+                }
+            }
             if let Some(frame) = self.frame {
-                return self.data_payload(frame, buf);
+                match self.data_payload(frame, buf)? {
+                    Some(item) => return Ok(Some(item)),
+                    // A compressed frame may inflate to nothing yet: go on with the
+                    // pending input or the next frame.
+                    None if self.inflating.is_some() || self.frame.is_none() => continue,
+                    None => return Ok(None),
+                }
             }
             let Some((header, header_len)) = FrameHeader::parse(buf)? else {
                 return Ok(None);
@@ -142,6 +181,13 @@ impl Decoder {
                 offset: 0,
             };
             if header.len == 0 {
+                if self.message.is_some_and(|m| m.compressed) {
+                    self.inflating = Some(PendingInflate {
+                        input: Bytes::new(),
+                        fin: header.fin,
+                    });
+                    continue;
+                }
                 if header.fin {
                     return self.finish_message(Bytes::new()).map(Some);
                 }
@@ -153,7 +199,10 @@ impl Decoder {
 
     /// §5.1, §5.2, §5.5 and the size limits, checked before any payload is read.
     fn check_header(&self, h: &FrameHeader) -> Result<(), ProtocolError> {
-        if h.rsv1 || h.rsv2 || h.rsv3 {
+        // RFC 7692 §6: with permessage-deflate, RSV1 marks the first frame of a
+        // compressed message; on anything else it stays reserved.
+        let rsv1_ok = self.inflater.is_some() && matches!(h.opcode, OpCode::Text | OpCode::Binary);
+        if (h.rsv1 && !rsv1_ok) || h.rsv2 || h.rsv3 {
             return Err(ProtocolError::ReservedBits);
         }
         match (self.config.role, h.mask.is_some()) {
@@ -183,7 +232,9 @@ impl Decoder {
             });
         }
         let so_far = self.message.map_or(0, |m| m.size);
-        if so_far.saturating_add(h.len) > self.config.max_message_size {
+        let compressed = h.rsv1 || self.message.is_some_and(|m| m.compressed);
+        // A compressed message is limited by its inflated size instead (inflate_step).
+        if !compressed && so_far.saturating_add(h.len) > self.config.max_message_size {
             return Err(ProtocolError::MessageTooLarge {
                 limit: self.config.max_message_size,
             });
@@ -203,7 +254,11 @@ impl Decoder {
             }
         };
         self.utf8.reset();
-        self.message = Some(MessageInProgress { kind, size: h.len });
+        self.message = Some(MessageInProgress {
+            kind,
+            size: h.len,
+            compressed: h.rsv1,
+        });
         Ok(())
     }
 
@@ -222,6 +277,15 @@ impl Decoder {
         }
         frame.remaining -= available as u64;
         frame.offset += available;
+        if self.message.is_some_and(|m| m.compressed) {
+            let frame_done = frame.remaining == 0;
+            self.frame = (!frame_done).then_some(frame);
+            self.inflating = Some(PendingInflate {
+                input: chunk.freeze(),
+                fin: frame_done && frame.header.fin,
+            });
+            return self.inflate_step();
+        }
         let kind = self.message.map_or(MessageKind::Binary, |m| m.kind);
         if kind == MessageKind::Text {
             self.utf8
@@ -243,6 +307,53 @@ impl Decoder {
         Ok(Some(Incoming::Data {
             kind,
             payload: chunk.freeze(),
+            last: false,
+        }))
+    }
+
+    /// Inflates pending compressed input, at most [`INFLATE_CHUNK`] bytes of output at a
+    /// time. `Ok(None)` when the input is used up without output (more frames needed).
+    fn inflate_step(&mut self) -> Result<Option<Incoming>, ProtocolError> {
+        let (Some(mut pending), Some(inflater)) = (self.inflating.take(), self.inflater.as_mut())
+        else {
+            return Ok(None);
+        };
+        let limit = usize::try_from(self.config.max_message_size).unwrap_or(usize::MAX);
+        let mut out = BytesMut::with_capacity(INFLATE_CHUNK.min(pending.input.len() * 4 + 64));
+        let more = loop {
+            let room = INFLATE_CHUNK - out.len();
+            let progress = inflater
+                .decompress_step(&pending.input, pending.fin, &mut out, room, limit)
+                .map_err(ProtocolError::from)?;
+            pending.input.advance(progress.consumed);
+            if progress.finished {
+                break false;
+            }
+            if out.len() >= INFLATE_CHUNK {
+                break true;
+            }
+            if progress.consumed == 0 && progress.produced == 0 {
+                // No progress with room to spare: the stream cannot go on.
+                return Err(ProtocolError::InvalidCompressedData);
+            }
+        };
+        let last = pending.fin && !more;
+        if more {
+            self.inflating = Some(pending);
+        }
+        let kind = self.message.map_or(MessageKind::Binary, |m| m.kind);
+        if kind == MessageKind::Text {
+            self.utf8.feed(&out).map_err(|_| ProtocolError::InvalidUtf8)?;
+        }
+        if last {
+            return self.finish_message(out.freeze()).map(Some);
+        }
+        if out.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Incoming::Data {
+            kind,
+            payload: out.freeze(),
             last: false,
         }))
     }
@@ -467,3 +578,61 @@ mod tests {
         assert_eq!(messages(&items), vec![(MessageKind::Binary, payload)]);
     }
 }
+
+#[cfg(test)]
+mod deflate_tests {
+    use super::*;
+    use crate::proto::deflate::{Compressor, Decompressor, DeflateParams};
+    use crate::proto::encoder::encode_frame;
+
+    /// A compressed message fragmented into small frames inflates whole, whatever its
+    /// size relative to the inflate step.
+    #[test]
+    fn compressed_fragmented_messages_of_awkward_sizes() {
+        let params = DeflateParams::default();
+        for size in [65_535usize, 65_536, 65_537, 131_072, 200_000] {
+            for frag in [16usize, 256, 1024, 4096, 1 << 20] {
+                let text: Vec<u8> = (0..size)
+                    .map(|i| b"{\"key\": [1, 2, 3], \"name\": \"yamabiko\"}\n"[i % 39])
+                    .collect();
+                let mut tx = Compressor::new(&params, Role::Client, 9);
+                let mut z = BytesMut::new();
+                tx.compress_message(&text, &mut z).unwrap();
+                let mut wire = BytesMut::new();
+                let pieces: Vec<&[u8]> = z.chunks(frag).collect();
+                for (i, p) in pieces.iter().enumerate() {
+                    let op = if i == 0 { OpCode::Text } else { OpCode::Continuation };
+                    encode_frame(&mut wire, op, i + 1 == pieces.len(), i == 0, Some([1, 2, 3, 4]), p);
+                }
+                let mut d = Decoder::new(DecoderConfig {
+                    role: Role::Server,
+                    max_frame_size: 1 << 24,
+                    max_message_size: 1 << 26,
+                });
+                d.set_decompressor(Decompressor::new(&params, Role::Server));
+                let mut got = Vec::new();
+                let mut done = false;
+                let mut buf = BytesMut::new();
+                // Whole stream at once: the decoder must not stop while complete frames
+                // remain buffered (it once did after an inflate step with no output).
+                let step = if frag <= 256 { wire.len() } else { 4096 };
+                for chunk in wire.chunks(step) {
+                    buf.extend_from_slice(chunk);
+                    let mut guard = 0;
+                    while let Some(item) = d.decode(&mut buf).unwrap() {
+                        guard += 1;
+                        assert!(guard < 10_000, "decoder loops");
+                        if let Incoming::Data { payload, last, .. } = item {
+                            got.extend_from_slice(&payload);
+                            done |= last;
+                        }
+                    }
+                }
+                assert!(done, "size {size} frag {frag}: message not finished");
+                assert_eq!(got.len(), text.len(), "size {size} frag {frag}");
+                assert!(got == text);
+            }
+        }
+    }
+}
+
