@@ -55,7 +55,14 @@ fn encode(msgs: &[Msg], role_of_sender: Role) -> Vec<u8> {
                 OpCode::Continuation
             };
             let fin = i == points.len() - 1;
-            encode_frame(&mut out, opcode, fin, false, mask(n), &m.payload[start..end]);
+            encode_frame(
+                &mut out,
+                opcode,
+                fin,
+                false,
+                mask(n),
+                &m.payload[start..end],
+            );
             n += 1;
             if m.cuts.get(i).is_some_and(|c| c.1) && !fin {
                 encode_frame(&mut out, OpCode::Ping, true, false, mask(n), b"between");

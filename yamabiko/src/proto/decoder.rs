@@ -343,7 +343,9 @@ impl Decoder {
         }
         let kind = self.message.map_or(MessageKind::Binary, |m| m.kind);
         if kind == MessageKind::Text {
-            self.utf8.feed(&out).map_err(|_| ProtocolError::InvalidUtf8)?;
+            self.utf8
+                .feed(&out)
+                .map_err(|_| ProtocolError::InvalidUtf8)?;
         }
         if last {
             return self.finish_message(out.freeze()).map(Some);
@@ -601,8 +603,19 @@ mod deflate_tests {
                 let mut wire = BytesMut::new();
                 let pieces: Vec<&[u8]> = z.chunks(frag).collect();
                 for (i, p) in pieces.iter().enumerate() {
-                    let op = if i == 0 { OpCode::Text } else { OpCode::Continuation };
-                    encode_frame(&mut wire, op, i + 1 == pieces.len(), i == 0, Some([1, 2, 3, 4]), p);
+                    let op = if i == 0 {
+                        OpCode::Text
+                    } else {
+                        OpCode::Continuation
+                    };
+                    encode_frame(
+                        &mut wire,
+                        op,
+                        i + 1 == pieces.len(),
+                        i == 0,
+                        Some([1, 2, 3, 4]),
+                        p,
+                    );
                 }
                 let mut d = Decoder::new(DecoderConfig {
                     role: Role::Server,
@@ -635,4 +648,3 @@ mod deflate_tests {
         }
     }
 }
-
