@@ -1,12 +1,26 @@
 //! `yamabiko echo`: echoes every message back, on the public API only.
+//!
+//! Limits: at most `--max-conns` connections at once (more are answered
+//! `503 Service Unavailable`), the upgrader's 10 s handshake timeout, and an optional
+//! `--idle-timeout`. On Ctrl-C or SIGTERM the server stops accepting, closes every
+//! connection with 1001 (going away), waits up to [`SHUTDOWN_GRACE`] for the close
+//! handshakes, and exits 0.
 
 use clap::Args;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use yamabiko::{CloseCode, Error, Upgrader};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use yamabiko::{CloseCode, Control, Error, Upgrader};
+
+use crate::limits::{parse_duration_or_zero, shutdown_signal, ConnLimit};
+
+/// How long a shutting-down server waits for its close handshakes (and an idle
+/// connection's close handshake may take) before dropping the connections.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Options of `yamabiko echo`.
 #[derive(Args, Debug)]
@@ -35,6 +49,14 @@ pub struct EchoArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Most connections served at once (including those still in their handshake);
+    /// beyond it new ones get `503 Service Unavailable`. 0 = no limit.
+    #[arg(long, default_value_t = 10000, value_name = "N")]
+    max_conns: usize,
+    /// Close a connection (code 1001) that sends no message or ping for this long:
+    /// seconds, or with a unit (500ms, 30s, 2m). 0 = never.
+    #[arg(long, default_value = "0", value_name = "SECS", value_parser = parse_duration_or_zero)]
+    idle_timeout: Duration,
 }
 
 /// Runs the echo server until interrupted.
@@ -68,54 +90,130 @@ async fn serve(args: EchoArgs) -> anyhow::Result<()> {
     };
     let scheme = if tls.is_some() { "wss" } else { "ws" };
     tracing::info!(addr = %listener.local_addr()?, scheme, "echo server listening");
+    let limit = ConnLimit::new(args.max_conns);
+    let idle = args.idle_timeout;
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown_signal().await;
+            tracing::info!("signal received, shutting down");
+            shutdown.cancel();
+        }
+    });
     loop {
-        let (tcp, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        let (tcp, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
+                // Usually EMFILE: back off a little instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
+        };
+        let Some(permit) = limit.try_acquire() else {
+            tracing::debug!(%peer, live = limit.live(), "too many connections, refusing (503)");
+            limit.refuse(tcp);
+            continue;
         };
         let _ = tcp.set_nodelay(true);
         let upgrader = upgrader.clone();
         let tls = tls.clone();
-        tokio::spawn(async move {
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let _permit = permit;
             let Some(acceptor) = tls else {
-                return echo(upgrader, tcp, peer).await;
+                return echo(upgrader, tcp, peer, idle, shutdown).await;
             };
-            match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => echo(upgrader, stream, peer).await,
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                a = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)) => a,
+            };
+            match accepted {
+                Ok(Ok(stream)) => echo(upgrader, stream, peer, idle, shutdown).await,
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
         });
     }
+    drop(listener);
+    tracker.close();
+    tracing::info!(connections = limit.live(), "closing connections (1001)");
+    // Each connection gives its close handshake SHUTDOWN_GRACE; allow a little more.
+    let grace = SHUTDOWN_GRACE + Duration::from_millis(500);
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        tracing::warn!("some connections did not close in time");
+    }
+    Ok(())
 }
 
-/// Upgrades `stream` (TCP or TLS) and echoes until the connection ends.
-async fn echo<S>(upgrader: Upgrader, stream: S, peer: SocketAddr)
-where
+/// Upgrades `stream` (TCP or TLS) and echoes until the connection ends, it is idle
+/// for `idle` (unless zero), or `shutdown` fires; the last two close it with 1001.
+async fn echo<S>(
+    upgrader: Upgrader,
+    stream: S,
+    peer: SocketAddr,
+    idle: Duration,
+    shutdown: CancellationToken,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut conn = match upgrader.upgrade(stream).await {
+    let upgraded = tokio::select! {
+        _ = shutdown.cancelled() => return,
+        r = upgrader.upgrade(stream) => r,
+    };
+    let mut conn = match upgraded {
         Ok(c) => c,
         Err(e) => {
             tracing::debug!(%peer, error = %e, "handshake failed");
             return;
         }
     };
-    loop {
-        let msg = match conn.read_message().await {
-            Ok(m) => m,
-            Err(e) => {
-                log_end(peer, &e);
-                return;
-            }
+    let deadline = move || (!idle.is_zero()).then(|| Instant::now() + idle);
+    if !idle.is_zero() {
+        // A ping counts as activity: answer it (the default) and move the deadline.
+        conn.set_ping_handler(move |ctx, data| {
+            ctx.send(Control::Pong(data.clone()));
+            ctx.set_read_deadline(deadline());
+            Ok(())
+        });
+    }
+    // read_message and write_message are cancel-safe: dropping them in select! loses
+    // nothing, and a half-written frame is finished before the close frame.
+    let reason = loop {
+        conn.set_read_deadline(deadline());
+        let msg = tokio::select! {
+            _ = shutdown.cancelled() => break "server shutting down",
+            r = conn.read_message() => match r {
+                Ok(m) => m,
+                Err(Error::Timeout) => break "idle timeout",
+                Err(e) => {
+                    log_end(peer, &e);
+                    return;
+                }
+            },
         };
-        if let Err(e) = conn.write_message(msg).await {
+        let written = tokio::select! {
+            _ = shutdown.cancelled() => break "server shutting down",
+            r = conn.write_message(msg) => r,
+        };
+        if let Err(e) = written {
             log_end(peer, &e);
             return;
         }
+    };
+    conn.set_read_deadline(None);
+    match conn
+        .close_with(CloseCode::GOING_AWAY, reason, SHUTDOWN_GRACE)
+        .await
+    {
+        Ok(()) => tracing::debug!(%peer, reason, "closed"),
+        Err(e) => tracing::debug!(%peer, reason, error = %e, "close handshake incomplete"),
     }
 }
 

@@ -3,6 +3,7 @@
 mod board;
 mod connect;
 mod echo;
+mod limits;
 mod tls;
 
 use clap::{Parser, Subcommand};

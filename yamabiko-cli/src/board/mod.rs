@@ -44,6 +44,10 @@ pub struct ServeArgs {
     /// A write taking longer marks the client too slow (close 1008).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     write_timeout: Duration,
+    /// Most connections (page loads and WebSockets) served at once; beyond it new
+    /// ones get `503 Service Unavailable`. 0 = no limit.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    max_conns: usize,
 }
 
 /// Parses `250ms`, `20s` or `2m`.
@@ -97,7 +101,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let board = Arc::new(server::Board::new(Arc::new(store), fanout, hub, timing));
         let shutdown = CancellationToken::new();
         tokio::spawn(signal_shutdown(shutdown.clone()));
-        server::serve(listener, board, shutdown).await?;
+        let limit = crate::limits::ConnLimit::new(args.max_conns);
+        server::serve(listener, board, shutdown, limit).await?;
         Ok(())
     })
 }

@@ -105,11 +105,12 @@ impl Board {
 }
 
 /// Accepts connections until `shutdown` fires, then gives open connections a moment
-/// to send their close frames.
+/// to send their close frames. Connections beyond `limit` are answered with 503.
 pub async fn serve(
     listener: TcpListener,
     board: Arc<Board>,
     shutdown: CancellationToken,
+    limit: crate::limits::ConnLimit,
 ) -> std::io::Result<()> {
     let upgrader = Upgrader::new()
         .max_message_size(MAX_MESSAGE_BYTES)
@@ -130,11 +131,19 @@ pub async fn serve(
                 continue;
             }
         };
+        let Some(permit) = limit.try_acquire() else {
+            tracing::debug!(%peer, live = limit.live(), "too many connections, refusing (503)");
+            limit.refuse(tcp);
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let board = board.clone();
         let upgrader = upgrader.clone();
         let shutdown = shutdown.clone();
-        tracker.spawn(async move { handle_tcp(board, upgrader, tcp, peer, shutdown).await });
+        tracker.spawn(async move {
+            handle_tcp(board, upgrader, tcp, peer, shutdown).await;
+            drop(permit);
+        });
     }
     drop(listener);
     tracker.close();

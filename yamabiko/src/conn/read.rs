@@ -21,6 +21,11 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// How long a failing or closing connection tries to get its last close frame out.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Unsent bytes in the write queue above which a reader whose automatic replies
+/// (pongs) wait stops reading until they drain: a peer that sends pings and never
+/// reads the pongs is pushed back by TCP instead of growing the queue without bound.
+const MAX_UNSENT_REPLIES: usize = 64 * 1024;
+
 /// An error that every later read returns again.
 #[derive(Clone, Debug)]
 enum Sticky {
@@ -236,7 +241,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ReadHalf<S> {
                 match self.shared.poll_flush_queue(cx, self.flush_id) {
                     Poll::Ready(Ok(())) => self.reply_pending = false,
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(self.fail_io(e))),
-                    Poll::Pending => {}
+                    Poll::Pending => {
+                        if self.shared.lock().queued_bytes() > MAX_UNSENT_REPLIES {
+                            self.shared.release_and_wait(self.flush_id, cx);
+                            return Poll::Pending;
+                        }
+                    }
                 }
             }
             match self.decoder.decode(&mut self.buf) {

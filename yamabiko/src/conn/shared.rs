@@ -195,6 +195,22 @@ impl<S> Shared<S> {
             }
         }
     }
+
+    /// Like [`release`](Self::release), and registers `cx` to be woken when the queue
+    /// is next driven to completion or handed on: for a reader that stops reading
+    /// until its replies can be written. One lock, so no wake-up falls in between.
+    pub(crate) fn release_and_wait(&self, id: u64, cx: &mut Context<'_>) {
+        let mut g = self.lock();
+        if g.flusher == Some(id) {
+            g.flusher = None;
+            for w in g.waiters.drain(..) {
+                w.wake();
+            }
+        }
+        if !g.waiters.iter().any(|w| w.will_wake(cx.waker())) {
+            g.waiters.push(cx.waker().clone());
+        }
+    }
 }
 
 impl<S> Inner<S> {
