@@ -1,5 +1,6 @@
 //! The `yamabiko` command: programs built on the yamabiko library's public API.
 
+mod bench;
 mod board;
 mod connect;
 mod echo;
@@ -24,6 +25,8 @@ enum Command {
     Connect(connect::ConnectArgs),
     /// Run the realtime bulletin board (web page + WebSocket, SQLite storage).
     Serve(board::ServeArgs),
+    /// Load an echo server: throughput, round-trip latency, every echo checked.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,5 +42,6 @@ fn main() -> anyhow::Result<()> {
         Command::Echo(args) => echo::run(args),
         Command::Connect(args) => connect::run(args),
         Command::Serve(args) => board::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Runs yamabiko echo and the peer echo servers (tokio-tungstenite, fastwebsockets)
+# through one matrix, one server at a time: the server pinned to core 0, the load
+# generator (`yamabiko bench`) to core 1. Prints one table: msgs/s, server CPU µs per
+# echoed message (utime+stime of the server PID over the measuring window ÷ echoes),
+# idle bytes per connection (server VmRSS growth ÷ connections) and yamabiko/peer
+# ratios.
+#
+#   bench/compare.sh                      # full run (~3 × (4 × (DURATION+WARMUP) + HOLD) s)
+#   DURATION=3 WARMUP=1 IDLE=2000 bench/compare.sh   # quick look
+#
+# Needs Linux, taskset and python3. Servers are stopped by PID on exit.
+set -euo pipefail
+
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-2}
+IDLE=${IDLE:-19000}
+HOLD=${HOLD:-5}
+CORE_SERVER=${CORE_SERVER:-0}
+CORE_CLIENT=${CORE_CLIENT:-1}
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+target=${CARGO_TARGET_DIR:-$root/target}
+cargo build --release -q -p yamabiko-cli -p yamabiko-bench-peers
+bin=$target/release
+ulimit -n "$(ulimit -Hn)"
+
+results=$(mktemp)
+server_pid=
+cleanup() {
+    if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; fi
+    rm -f "$results"
+}
+trap cleanup EXIT
+
+# start NAME PORT: starts server NAME pinned to the server core, waits until it listens.
+start() {
+    local name=$1 port=$2
+    case $name in
+        yamabiko) taskset -c "$CORE_SERVER" "$bin/yamabiko" echo --listen "127.0.0.1:$port" \
+                      --single-thread --no-compression >/dev/null 2>&1 &;;
+        tungstenite) taskset -c "$CORE_SERVER" "$bin/echo-tungstenite" "127.0.0.1:$port" >/dev/null 2>&1 &;;
+        fastwebsockets) taskset -c "$CORE_SERVER" "$bin/echo-fastwebsockets" "127.0.0.1:$port" >/dev/null 2>&1 &;;
+    esac
+    server_pid=$!
+    for _ in $(seq 100); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    echo "$name did not start listening on $port" >&2
+    exit 1
+}
+
+stop() {
+    kill "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+    server_pid=
+}
+
+# run NAME SCENARIO BENCH-ARGS...: one bench run, its JSON appended to $results.
+run() {
+    local name=$1 scenario=$2
+    shift 2
+    echo "  $name ($scenario): bench $*" >&2
+    local out
+    out=$(taskset -c "$CORE_CLIENT" "$bin/yamabiko" bench "ws://127.0.0.1:$port/" \
+              --json --server-pid "$server_pid" "$@" || true)
+    if [ -z "$out" ]; then out='{"errors": -1}'; fi
+    printf '{"server":"%s","scenario":"%s","report":%s}\n' "$name" "$scenario" "$out" >> "$results"
+}
+
+port=9101
+for name in yamabiko tungstenite fastwebsockets; do
+    port=$((port + 1))
+    echo "== $name" >&2
+    start "$name" "$port"
+    common=(--warmup "$WARMUP" --duration "$DURATION")
+    run "$name" a --conns 100 --size 20 --inflight 1 "${common[@]}"
+    run "$name" b --conns 100 --size 20 --inflight 16 "${common[@]}"
+    run "$name" c --conns 10 --size 65536 --inflight 1 "${common[@]}"
+    run "$name" d --conns 4 --size 1048576 --inflight 1 "${common[@]}"
+    stop
+    # Idle connections on a fresh server, so earlier buffers do not blur the growth.
+    start "$name" "$port"
+    run "$name" e --idle "$IDLE" --hold "$HOLD" --connect-timeout 120
+    stop
+done
+
+python3 - "$results" "$IDLE" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+idle = sys.argv[2]
+r = {(x["server"], x["scenario"]): x["report"] for x in rows}
+servers = ["yamabiko", "tungstenite", "fastwebsockets"]
+names = {
+    "a": "(a) 100 conns, 20 B, 1 in flight",
+    "b": "(b) 100 conns, 20 B, 16 in flight",
+    "c": "(c) 10 conns, 64 KiB",
+    "d": "(d) 4 conns, 1 MiB",
+}
+def f(v, fmt):
+    return "-" if v is None else format(v, fmt)
+def ratio(a, b):
+    return "-" if not a or not b else f"{a / b:.2f}"
+hdr = "| scenario | " + " | ".join(f"{s} msgs/s | {s} µs/msg" for s in servers) \
+    + " | µs/msg ratio y/tung | µs/msg ratio y/fws | msgs/s ratio y/tung | msgs/s ratio y/fws |"
+print(hdr)
+print("|" + "---|" * (hdr.count("|") - 1))
+errors = 0
+for sc, label in names.items():
+    cells, rate, cpu = [], {}, {}
+    for s in servers:
+        rep = r.get((s, sc), {})
+        errors += max(rep.get("errors", 0) or 0, 0) + (1 if rep.get("errors") == -1 else 0)
+        rate[s] = rep.get("msgs_per_s")
+        cpu[s] = rep.get("server_cpu_us_per_msg")
+        cells += [f(rate[s], ".0"), f(cpu[s], ".2")]
+    cells += [ratio(cpu["yamabiko"], cpu["tungstenite"]), ratio(cpu["yamabiko"], cpu["fastwebsockets"]),
+              ratio(rate["yamabiko"], rate["tungstenite"]), ratio(rate["yamabiko"], rate["fastwebsockets"])]
+    print(f"| {label} | " + " | ".join(cells) + " |")
+cells, per = [], {}
+for s in servers:
+    rep = r.get((s, "e"), {})
+    per[s] = rep.get("server_bytes_per_conn")
+    opened = rep.get("idle_opened")
+    cells += [f"{opened} opened", f"{f(per[s], '.0')} B/conn"]
+print(f"| (e) {idle} idle conns | " + " | ".join(cells)
+      + f" | {ratio(per['yamabiko'], per['tungstenite'])} (bytes) | {ratio(per['yamabiko'], per['fastwebsockets'])} (bytes) | - | - |")
+print()
+print("µs/msg: server utime+stime over the window ÷ echoed messages (lower is better);"
+      " ratios are yamabiko ÷ peer.")
+for (s, sc), rep in sorted(r.items()):
+    if rep.get("errors"):
+        print(f"warning: {s} ({sc}) reported errors: {json.dumps(rep)}")
+PY
