@@ -320,11 +320,26 @@ impl Decoder {
         };
         let limit = usize::try_from(self.config.max_message_size).unwrap_or(usize::MAX);
         let mut out = BytesMut::with_capacity(INFLATE_CHUNK.min(pending.input.len() * 4 + 64));
+        let kind = self.message.map_or(MessageKind::Binary, |m| m.kind);
         let more = loop {
             let room = INFLATE_CHUNK - out.len();
-            let progress = inflater
-                .decompress_step(&pending.input, pending.fin, &mut out, room, limit)
-                .map_err(ProtocolError::from)?;
+            let progress = match inflater.decompress_step(
+                &pending.input,
+                pending.fin,
+                &mut out,
+                room,
+                limit,
+            ) {
+                Ok(p) => p,
+                Err(e) => {
+                    // Report the first fault in stream order: text inflated before
+                    // the failure is checked first, whatever the chunking was.
+                    if kind == MessageKind::Text && self.utf8.feed(&out).is_err() {
+                        return Err(ProtocolError::InvalidUtf8);
+                    }
+                    return Err(e.into());
+                }
+            };
             pending.input.advance(progress.consumed);
             if progress.finished {
                 break false;
@@ -341,7 +356,6 @@ impl Decoder {
         if more {
             self.inflating = Some(pending);
         }
-        let kind = self.message.map_or(MessageKind::Binary, |m| m.kind);
         if kind == MessageKind::Text {
             self.utf8
                 .feed(&out)
