@@ -109,25 +109,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 
 /// Fires `shutdown` on Ctrl-C or SIGTERM.
 async fn signal_shutdown(shutdown: CancellationToken) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+    crate::limits::shutdown_signal().await;
     tracing::info!("signal received");
     shutdown.cancel();
 }
