@@ -9,7 +9,8 @@
 #   bench/compare.sh                      # full run (~3 × (4 × (DURATION+WARMUP) + HOLD) s)
 #   DURATION=3 WARMUP=1 IDLE=2000 bench/compare.sh   # quick look
 #
-# Needs Linux, taskset and python3. Servers are stopped by PID on exit.
+# Needs Linux, taskset and python3. Servers are stopped by PID on exit. Set
+# RESULTS=FILE to keep every run's JSON report (one line per server and scenario).
 set -euo pipefail
 
 DURATION=${DURATION:-10}
@@ -30,6 +31,7 @@ results=$(mktemp)
 server_pid=
 cleanup() {
     if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; fi
+    if [ -n "${RESULTS:-}" ] && [ -s "$results" ]; then cp "$results" "$RESULTS"; fi
     rm -f "$results"
 }
 trap cleanup EXIT
@@ -39,7 +41,7 @@ start() {
     local name=$1 port=$2
     case $name in
         yamabiko) taskset -c "$CORE_SERVER" "$bin/yamabiko" echo --listen "127.0.0.1:$port" \
-                      --single-thread --no-compression >/dev/null 2>&1 &;;
+                      --single-thread --no-compression --max-conns 0 >/dev/null 2>&1 &;;
         tungstenite) taskset -c "$CORE_SERVER" "$bin/echo-tungstenite" "127.0.0.1:$port" >/dev/null 2>&1 &;;
         fastwebsockets) taskset -c "$CORE_SERVER" "$bin/echo-fastwebsockets" "127.0.0.1:$port" >/dev/null 2>&1 &;;
     esac
@@ -115,7 +117,7 @@ for sc, label in names.items():
         errors += max(rep.get("errors", 0) or 0, 0) + (1 if rep.get("errors") == -1 else 0)
         rate[s] = rep.get("msgs_per_s")
         cpu[s] = rep.get("server_cpu_us_per_msg")
-        cells += [f(rate[s], ".0"), f(cpu[s], ".2")]
+        cells += [f(rate[s], ",.0f"), f(cpu[s], ".2f")]
     cells += [ratio(cpu["yamabiko"], cpu["tungstenite"]), ratio(cpu["yamabiko"], cpu["fastwebsockets"]),
               ratio(rate["yamabiko"], rate["tungstenite"]), ratio(rate["yamabiko"], rate["fastwebsockets"])]
     print(f"| {label} | " + " | ".join(cells) + " |")
@@ -124,7 +126,7 @@ for s in servers:
     rep = r.get((s, "e"), {})
     per[s] = rep.get("server_bytes_per_conn")
     opened = rep.get("idle_opened")
-    cells += [f"{opened} opened", f"{f(per[s], '.0')} B/conn"]
+    cells += [f"{opened} opened", f"{f(per[s], ',.0f')} B/conn"]
 print(f"| (e) {idle} idle conns | " + " | ".join(cells)
       + f" | {ratio(per['yamabiko'], per['tungstenite'])} (bytes) | {ratio(per['yamabiko'], per['fastwebsockets'])} (bytes) | - | - |")
 print()
