@@ -1,6 +1,7 @@
 //! # yamabiko — WebSocket for Rust, the gorilla/websocket way
 //!
-//! yamabiko speaks RFC 6455 as a server and (soon) as a client, with the programming
+//! yamabiko speaks RFC 6455 and RFC 7692 (permessage-deflate) as a server and as a client
+//! ([`Dialer`]), with the programming
 //! model of Go's gorilla/websocket: an [`Upgrader`] turns an HTTP request into a
 //! [`Conn`]; a `Conn` reads and writes whole messages ([`Conn::read_message`],
 //! [`Conn::write_message`]) or streams them ([`Conn::next_reader`],

@@ -345,7 +345,7 @@ pub fn validate_request(req: &http::Request<()>) -> Result<ClientOffer, Handshak
 }
 
 /// The default origin check (gorilla's checkSameOrigin): true when there is no Origin header;
-/// otherwise parse Origin as a URL ("scheme://host[:port]") and compare its authority (host[:port]) with the Host header, ASCII case-insensitively. "null" or unparsable Origin → false.
+/// otherwise parse Origin as a URL ("scheme://host\[:port\]") and compare its authority (host\[:port\]) with the Host header, ASCII case-insensitively. "null" or unparsable Origin → false.
 pub fn is_same_origin(req: &http::Request<()>) -> bool {
     let mut origins = req.headers().get_all(header::ORIGIN).iter();
     // §4.2.1 item 7 / §10.2: no Origin means a non-browser client.
@@ -380,7 +380,7 @@ pub fn is_same_origin(req: &http::Request<()>) -> bool {
     authority.eq_ignore_ascii_case(host)
 }
 
-/// The `host[:port]` of an origin `scheme://host[:port][/...]` (RFC 6454 §6.1),
+/// The `host\[:port\]` of an origin `scheme://host\[:port\][/...]` (RFC 6454 §6.1),
 /// or `None` when the text is not shaped like that.
 fn origin_authority(origin: &str) -> Option<&str> {
     let (scheme, rest) = origin.split_once("://")?;
