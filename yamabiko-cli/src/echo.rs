@@ -102,26 +102,9 @@ async fn serve(args: EchoArgs) -> anyhow::Result<()> {
             shutdown.cancel();
         }
     });
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            a = listener.accept() => a,
-        };
-        let (tcp, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                // Usually EMFILE: back off a little instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Some(permit) = limit.try_acquire() else {
-            tracing::debug!(%peer, live = limit.live(), "too many connections, refusing (503)");
-            limit.refuse(tcp);
-            continue;
-        };
-        let _ = tcp.set_nodelay(true);
+    while let Some((tcp, peer, permit)) =
+        crate::limits::accept_admitted(&listener, &limit, &shutdown).await
+    {
         let upgrader = upgrader.clone();
         let tls = tls.clone();
         let shutdown = shutdown.clone();

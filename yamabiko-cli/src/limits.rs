@@ -149,6 +149,37 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// Accepts the next connection that fits under `limit` (refusing the others with 503),
+/// with TCP_NODELAY set; `None` once `shutdown` fires. Accept errors (usually EMFILE)
+/// back off briefly instead of spinning.
+pub async fn accept_admitted(
+    listener: &tokio::net::TcpListener,
+    limit: &ConnLimit,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Option<(TcpStream, std::net::SocketAddr, ConnPermit)> {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            a = listener.accept() => a,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Some(permit) = limit.try_acquire() else {
+            tracing::debug!(%peer, live = limit.live(), "too many connections, refusing (503)");
+            limit.refuse(tcp);
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        return Some((tcp, peer, permit));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

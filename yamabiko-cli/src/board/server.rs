@@ -117,26 +117,9 @@ pub async fn serve(
         .max_frame_size(MAX_MESSAGE_BYTES)
         .handshake_timeout(Duration::from_secs(10));
     let tracker = tokio_util::task::TaskTracker::new();
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            a = listener.accept() => a,
-        };
-        let (tcp, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                // Usually EMFILE: back off a little instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Some(permit) = limit.try_acquire() else {
-            tracing::debug!(%peer, live = limit.live(), "too many connections, refusing (503)");
-            limit.refuse(tcp);
-            continue;
-        };
-        let _ = tcp.set_nodelay(true);
+    while let Some((tcp, peer, permit)) =
+        crate::limits::accept_admitted(&listener, &limit, &shutdown).await
+    {
         let board = board.clone();
         let upgrader = upgrader.clone();
         let shutdown = shutdown.clone();
