@@ -42,6 +42,39 @@ pub enum Error {
     Url(String),
 }
 
+/// An error that every later read of a connection returns again (a connection's reads
+/// end for good after a close frame, a protocol violation, a transport failure or a
+/// failing handler). Shared by the async and the blocking drivers.
+#[derive(Clone, Debug)]
+pub(crate) enum Sticky {
+    Closed(CloseFrame),
+    Protocol(ProtocolError),
+    Io(io::ErrorKind, String),
+    Handler(String),
+}
+
+impl Sticky {
+    pub(crate) fn to_error(&self) -> Error {
+        match self {
+            Sticky::Closed(f) => Error::Closed(f.clone()),
+            Sticky::Protocol(p) => Error::Protocol(p.clone()),
+            Sticky::Io(kind, msg) => Error::Io(io::Error::new(*kind, msg.clone())),
+            Sticky::Handler(msg) => Error::InvalidInput(msg.clone()),
+        }
+    }
+
+    /// What a close frame received (and answered by the close handler) ends reads with:
+    /// its code, or 1005 when it had none; a failing handler's error instead.
+    pub(crate) fn after_close(frame: Option<CloseFrame>, handled: &Result<()>) -> Sticky {
+        match handled {
+            Ok(()) => {
+                Sticky::Closed(frame.unwrap_or_else(|| CloseFrame::new(CloseCode::NO_STATUS, "")))
+            }
+            Err(e) => Sticky::Handler(e.to_string()),
+        }
+    }
+}
+
 /// Shorthand for `Result<T, yamabiko::Error>`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -1,6 +1,6 @@
 //! Messages as the application sees them.
 
-use crate::proto::{CloseFrame, MessageKind};
+use crate::proto::{CloseFrame, MessageKind, OpCode};
 use bytes::Bytes;
 use std::fmt;
 use std::ops::Deref;
@@ -198,6 +198,31 @@ impl Control {
     /// A pong.
     pub fn pong(data: impl Into<Bytes>) -> Self {
         Control::Pong(data.into())
+    }
+
+    /// The opcode and payload of this control frame (§5.5): at most 125 bytes, a close
+    /// code that may be sent and a reason of at most 123 bytes, or an
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput). Shared by every driver's
+    /// `write_control`.
+    pub(crate) fn frame(&self) -> crate::Result<(OpCode, Bytes)> {
+        let (opcode, payload) = match self {
+            Control::Ping(d) => (OpCode::Ping, d.clone()),
+            Control::Pong(d) => (OpCode::Pong, d.clone()),
+            Control::Close(frame) => {
+                let mut payload = Vec::new();
+                if let Some(f) = frame {
+                    f.encode(&mut payload)?;
+                }
+                (OpCode::Close, Bytes::from(payload))
+            }
+        };
+        if payload.len() > 125 {
+            return Err(crate::Error::InvalidInput(format!(
+                "control frame payload of {} bytes exceeds 125",
+                payload.len()
+            )));
+        }
+        Ok((opcode, payload))
     }
 }
 

@@ -6,7 +6,7 @@
 
 use crate::error::Result;
 use crate::message::Control;
-use crate::proto::CloseFrame;
+use crate::proto::{CloseFrame, OpCode};
 use bytes::Bytes;
 use std::time::Instant;
 
@@ -84,5 +84,16 @@ impl Handlers {
             Some(h) => h(ctx, data),
             None => Ok(()),
         }
+    }
+}
+
+/// The frame a handler's reply goes out as: a close frame the RFC does not allow is
+/// sent without a status code, an oversized ping or pong is dropped (`None`). Shared by
+/// the async and the blocking drivers.
+pub(crate) fn reply_frame(reply: &Control) -> Option<(OpCode, Bytes)> {
+    match reply.frame() {
+        Ok(frame) => Some(frame),
+        Err(_) if matches!(reply, Control::Close(_)) => Some((OpCode::Close, Bytes::new())),
+        Err(_) => None,
     }
 }

@@ -1,7 +1,7 @@
 //! The async connection: gorilla's `Conn` over any tokio stream.
 
 mod deadline;
-mod handlers;
+pub(crate) mod handlers;
 mod read;
 mod shared;
 mod stream_sink;

@@ -1,11 +1,10 @@
 //! The read half: turns transport bytes into messages, running the control handlers.
 
 use super::deadline::Deadline;
-use super::handlers::{HandlerContext, Handlers};
+use super::handlers::{reply_frame, HandlerContext, Handlers};
 use super::shared::{PayloadRef, Shared};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Sticky};
 use crate::message::{Control, Message, Utf8Bytes};
-use crate::proto::close::MAX_REASON_LEN;
 use crate::proto::{
     CloseCode, CloseFrame, Decoder, Incoming, MessageKind, OpCode, ProtocolError, Role,
 };
@@ -25,26 +24,6 @@ const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 /// (pongs) wait stops reading until they drain: a peer that sends pings and never
 /// reads the pongs is pushed back by TCP instead of growing the queue without bound.
 const MAX_UNSENT_REPLIES: usize = 64 * 1024;
-
-/// An error that every later read returns again.
-#[derive(Clone, Debug)]
-enum Sticky {
-    Closed(CloseFrame),
-    Protocol(ProtocolError),
-    Io(io::ErrorKind, String),
-    Handler(String),
-}
-
-impl Sticky {
-    fn to_error(&self) -> Error {
-        match self {
-            Sticky::Closed(f) => Error::Closed(f.clone()),
-            Sticky::Protocol(p) => Error::Protocol(p.clone()),
-            Sticky::Io(kind, msg) => Error::Io(io::Error::new(*kind, msg.clone())),
-            Sticky::Handler(msg) => Error::InvalidInput(msg.clone()),
-        }
-    }
-}
 
 /// The receiving half of a connection. Obtained from [`Conn::split`](crate::Conn::split);
 /// [`Conn`](crate::Conn) offers the same methods.
@@ -275,12 +254,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ReadHalf<S> {
                 }
                 Ok(Some(Incoming::Close(frame))) => {
                     let r = self.run_handler(|h, ctx| h.on_close(ctx, frame.as_ref()));
-                    let reported =
-                        frame.unwrap_or_else(|| CloseFrame::new(CloseCode::NO_STATUS, ""));
-                    self.ending = Some(match r {
-                        Ok(()) => Sticky::Closed(reported),
-                        Err(e) => Sticky::Handler(e.to_string()),
-                    });
+                    self.ending = Some(Sticky::after_close(frame, &r));
                     return self.poll_ending(cx);
                 }
                 Ok(None) => {}
@@ -311,11 +285,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ReadHalf<S> {
         tracing::debug!(error = %e, "websocket: failing connection");
         let mut g = self.shared.lock();
         if !g.close_sent {
-            let mut reason = e.to_string();
-            reason.truncate(MAX_REASON_LEN);
-            let mut payload = Vec::with_capacity(2 + reason.len());
+            let mut payload = Vec::with_capacity(125);
             // The code comes from ProtocolError::close_code, always valid on the wire.
-            let _ = CloseFrame::new(e.close_code(), reason).encode(&mut payload);
+            let _ = e.close_frame().encode(&mut payload);
             let role = self.shared.role;
             g.push_frame(
                 role,
@@ -370,29 +342,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ReadHalf<S> {
                 if g.close_sent {
                     break; // nothing may follow a close frame
                 }
-                match &reply {
-                    Control::Ping(d) if d.len() <= 125 => {
-                        g.push_frame(role, OpCode::Ping, true, false, PayloadRef::Shared(d))
-                    }
-                    Control::Pong(d) if d.len() <= 125 => {
-                        g.push_frame(role, OpCode::Pong, true, false, PayloadRef::Shared(d))
-                    }
-                    Control::Close(frame) => {
-                        let mut payload = Vec::new();
-                        if let Some(f) = frame {
-                            if f.encode(&mut payload).is_err() {
-                                payload.clear();
-                            }
-                        }
-                        g.push_frame(
-                            role,
-                            OpCode::Close,
-                            true,
-                            false,
-                            PayloadRef::Slice(&payload),
-                        )
-                    }
-                    _ => {} // oversized ping/pong from a handler: dropped
+                if let Some((opcode, payload)) = reply_frame(&reply) {
+                    g.push_frame(role, opcode, true, false, PayloadRef::Shared(&payload));
                 }
             }
             self.reply_pending = true;

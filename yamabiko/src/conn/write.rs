@@ -291,23 +291,7 @@ impl<S: AsyncWrite + Unpin> ControlHandle<S> {
     /// can be sent ([`Error::CloseSent`]).
     pub async fn write_control(&self, control: Control, deadline: Option<Instant>) -> Result<()> {
         let role = self.shared.role;
-        let (opcode, payload) = match control {
-            Control::Ping(d) => (OpCode::Ping, d),
-            Control::Pong(d) => (OpCode::Pong, d),
-            Control::Close(frame) => {
-                let mut payload = Vec::new();
-                if let Some(f) = frame {
-                    f.encode(&mut payload)?;
-                }
-                (OpCode::Close, Bytes::from(payload))
-            }
-        };
-        if payload.len() > 125 {
-            return Err(Error::InvalidInput(format!(
-                "control frame payload of {} bytes exceeds 125",
-                payload.len()
-            )));
-        }
+        let (opcode, payload) = control.frame()?;
         if matches!(deadline, Some(at) if Instant::now() >= at) {
             return Err(Error::Timeout);
         }

@@ -1,6 +1,6 @@
 //! Protocol violations by the peer, each with the close code it is answered with.
 
-use super::close::CloseCode;
+use super::close::{CloseCode, CloseFrame, MAX_REASON_LEN};
 use std::fmt;
 
 /// The peer broke RFC 6455 (or a configured limit). Every variant maps to the close code
@@ -58,6 +58,19 @@ impl ProtocolError {
             }
             _ => CloseCode::PROTOCOL_ERROR,
         }
+    }
+
+    /// The close frame a driver sends when failing the connection for this violation
+    /// (§7.1.7): [`close_code`](Self::close_code) with the description as reason, cut to
+    /// the 123 bytes a close reason may hold.
+    pub fn close_frame(&self) -> CloseFrame {
+        let mut reason = self.to_string();
+        let mut end = reason.len().min(MAX_REASON_LEN);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+        CloseFrame::new(self.close_code(), reason)
     }
 }
 
