@@ -7,10 +7,13 @@
 //! (close 1008). A broadcast is serialised and framed once ([`PreparedMessage`]) and
 //! the same bytes are queued on every connection.
 //!
-//! Events reach the hub through a [`FanOut`]. [`LocalFanOut`] hands them straight to
-//! this server's hub; with several servers, an implementation over a pub/sub broker
-//! would publish each event to the broker, and a subscriber task on every server would
-//! pass what it receives to [`Hub::deliver`].
+//! A committed post reaches this server's hub directly (through
+//! [`super::order::Ordered`], which keeps each thread's posts in order), and the other
+//! servers through a [`FanOut`]: [`SingleServer`] when there are none, or
+//! [`super::redis::RedisFanOut`], whose subscriber task on every server passes what it
+//! receives to the same ordered delivery. Presence (who views which thread) is counted
+//! here for this server's connections; the counts of other servers are added with
+//! [`Hub::set_remote_online`].
 
 use super::protocol::{PostView, ServerMsg, ThreadView};
 use super::store::BoxFuture;
@@ -46,28 +49,19 @@ pub enum BoardEvent {
     },
 }
 
-/// Publishes board events to every server's hub.
+/// Tells the other board servers about events of this one (this server's own
+/// connections get them directly).
 pub trait FanOut: Send + Sync + 'static {
-    /// Publishes an event. Returns once it is handed to the transport; delivery to
-    /// each connection is best effort (a slow connection is dropped and resyncs).
+    /// Publishes an event. Returns once it is handed to the transport, without waiting
+    /// for the other servers; delivery is best effort (pages catch up by id).
     fn publish(&self, event: BoardEvent) -> BoxFuture<'_, Result<(), String>>;
 }
 
-/// The single-server [`FanOut`]: events go straight to the local hub.
-pub struct LocalFanOut {
-    hub: Arc<Hub>,
-}
+/// The [`FanOut`] of a board running as one server: there is nobody to tell.
+pub struct SingleServer;
 
-impl LocalFanOut {
-    /// Fan-out into `hub`.
-    pub fn new(hub: Arc<Hub>) -> Self {
-        LocalFanOut { hub }
-    }
-}
-
-impl FanOut for LocalFanOut {
-    fn publish(&self, event: BoardEvent) -> BoxFuture<'_, Result<(), String>> {
-        self.hub.deliver(&event);
+impl FanOut for SingleServer {
+    fn publish(&self, _event: BoardEvent) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async { Ok(()) })
     }
 }
@@ -135,8 +129,12 @@ struct Client {
 #[derive(Default)]
 struct Inner {
     clients: HashMap<ClientId, Client>,
-    /// Viewers per thread (absent = 0).
+    /// Viewers per thread on this server (absent = 0).
     viewers: HashMap<i64, usize>,
+    /// Viewers per thread on the other servers, as last heard (absent = 0).
+    remote: HashMap<i64, usize>,
+    /// Told this server's count of a thread whenever it changes.
+    on_presence: Option<mpsc::Sender<(i64, usize)>>,
 }
 
 /// This server's connections and what they look at.
@@ -211,9 +209,49 @@ impl Hub {
         self.kick(slow);
     }
 
-    /// Connections viewing a thread.
+    /// Connections viewing a thread, on this server and (as last heard) on the others.
     pub fn online(&self, thread_id: i64) -> usize {
+        self.lock().total(thread_id)
+    }
+
+    /// Connections of this server viewing a thread.
+    pub fn local_online(&self, thread_id: i64) -> usize {
         self.lock().viewers.get(&thread_id).copied().unwrap_or(0)
+    }
+
+    /// This server's viewer count of every thread it has viewers of.
+    pub fn local_viewers(&self) -> Vec<(i64, usize)> {
+        self.lock().viewers.iter().map(|(t, n)| (*t, *n)).collect()
+    }
+
+    /// From now on, sends `(thread, this server's viewers)` into `tx` whenever that
+    /// count changes (dropped when `tx` is full: the periodic refresh repairs it).
+    pub fn watch_presence(&self, tx: mpsc::Sender<(i64, usize)>) {
+        self.lock().on_presence = Some(tx);
+    }
+
+    /// Sets the number of viewers of a thread on the other servers and, when the total
+    /// changes, tells the connections that show it.
+    pub fn set_remote_online(&self, thread_id: i64, remote: usize) {
+        let mut inner = self.lock();
+        let old = inner.remote.get(&thread_id).copied().unwrap_or(0);
+        if old == remote {
+            return;
+        }
+        if remote == 0 {
+            inner.remote.remove(&thread_id);
+        } else {
+            inner.remote.insert(thread_id, remote);
+        }
+        let mut slow = Vec::new();
+        inner.announce_presence(thread_id, &mut slow);
+        drop(inner);
+        self.kick(slow);
+    }
+
+    /// Threads with viewers on other servers, as last heard.
+    pub fn remote_threads(&self) -> Vec<i64> {
+        self.lock().remote.keys().copied().collect()
     }
 
     /// Connections in the hub.
@@ -225,7 +263,7 @@ impl Hub {
     pub fn fill_online(&self, threads: &mut [ThreadView]) {
         let inner = self.lock();
         for t in threads {
-            t.online = inner.viewers.get(&t.id).copied().unwrap_or(0);
+            t.online = inner.total(t.id);
         }
     }
 
@@ -236,7 +274,7 @@ impl Hub {
         match event {
             BoardEvent::Posted { post, thread } => {
                 let mut thread = thread.clone();
-                thread.online = inner.viewers.get(&thread.id).copied().unwrap_or(0);
+                thread.online = inner.total(thread.id);
                 let to_thread = prepare(&ServerMsg::Post { post: post.clone() });
                 let to_list = prepare(&ServerMsg::ThreadUpdated { thread });
                 inner.send_where(&mut slow, |view| {
@@ -280,6 +318,12 @@ impl Hub {
 }
 
 impl Inner {
+    fn total(&self, thread_id: i64) -> usize {
+        let local = self.viewers.get(&thread_id).copied().unwrap_or(0);
+        let remote = self.remote.get(&thread_id).copied().unwrap_or(0);
+        local.saturating_add(remote)
+    }
+
     /// Queues a message on every connection `pick` chooses; collects the ones whose
     /// queue is full.
     fn send_where<'m>(
@@ -301,10 +345,19 @@ impl Inner {
     fn presence_changed(&mut self, thread_id: i64, delta: isize, slow: &mut Vec<ClientId>) {
         let n = self.viewers.entry(thread_id).or_insert(0);
         *n = n.saturating_add_signed(delta);
-        let online = *n;
-        if online == 0 {
+        let local = *n;
+        if local == 0 {
             self.viewers.remove(&thread_id);
         }
+        if let Some(tx) = &self.on_presence {
+            let _ = tx.try_send((thread_id, local));
+        }
+        self.announce_presence(thread_id, slow);
+    }
+
+    /// Sends a thread's total viewer count to the connections that show it.
+    fn announce_presence(&self, thread_id: i64, slow: &mut Vec<ClientId>) {
+        let online = self.total(thread_id);
         let msg = prepare(&ServerMsg::Presence { thread_id, online });
         self.send_where(slow, |view| {
             (view == View::List || view == View::Thread(thread_id)).then_some(&msg)

@@ -1,17 +1,23 @@
 //! `yamabiko serve`: the realtime bulletin board (掲示板).
 //!
 //! One binary serves the page (assets embedded at compile time) and its WebSocket
-//! endpoint `/ws` on one port, and keeps threads and posts in SQLite. New posts appear
-//! in every open tab without a reload; a post is acknowledged to its author only once
-//! it is committed.
+//! endpoint `/ws` on one port, and keeps threads and posts in SQLite (or PostgreSQL,
+//! `--database`). New posts appear in every open tab without a reload; a post is
+//! acknowledged to its author only once it is committed. Several servers can share
+//! one PostgreSQL database and pass events to each other over Redis (`--redis`).
 //!
 //! * [`protocol`]: the JSON messages and their validation;
-//! * [`store`] / [`sqlite`]: storage behind the [`store::Storage`] trait;
-//! * [`hub`]: fan-out to connections behind the [`hub::FanOut`] trait;
+//! * [`store`] / [`sqlite`] / [`postgres`]: storage behind the [`store::Storage`] trait;
+//! * [`hub`]: this server's connections and presence; [`order`]: in-order delivery of
+//!   each thread's posts into the hub;
+//! * [`broker`]: fan-out between servers over Redis, behind the [`hub::FanOut`] trait;
 //! * [`server`]: HTTP + WebSocket, the reader and writer task of each connection;
 //! * [`ratelimit`]: the per-connection post limit.
 
+pub mod broker;
 pub mod hub;
+pub mod order;
+pub mod postgres;
 pub mod protocol;
 pub mod ratelimit;
 pub mod server;
@@ -32,9 +38,21 @@ pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free port; the address is printed).
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// SQLite database file, created on first start.
+    /// SQLite database file, created on first start (the default storage).
     #[arg(long, default_value = "yamabiko.db")]
     db: PathBuf,
+    /// Keep posts in PostgreSQL instead of SQLite, e.g.
+    /// postgres://user:password@127.0.0.1:5432/board (schema created on start).
+    /// Needed to run several servers on one board.
+    #[arg(long, value_name = "URL", conflicts_with = "db")]
+    database: Option<String>,
+    /// Pass posts and presence between servers over Redis pub/sub, e.g.
+    /// redis://127.0.0.1:6379/ (without it, events stay in this process).
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
+    /// Prefix of the Redis channels and keys (boards sharing a Redis need their own).
+    #[arg(long, default_value = "yamabiko", value_name = "PREFIX")]
+    redis_prefix: String,
     /// How often to ping each connection (e.g. 20s, 500ms).
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     ping_interval: Duration,
@@ -74,13 +92,28 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// Runs the board until interrupted (Ctrl-C or SIGTERM).
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let store = sqlite::SqliteStore::open(&args.db)
-        .map_err(|e| anyhow::anyhow!("opening {}: {e}", args.db.display()))?;
-    tracing::info!(db = %args.db.display(), "database ready (SQLite, WAL)");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        let store: Arc<dyn store::Storage> = match &args.database {
+            Some(url) => {
+                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                    anyhow::bail!("--database takes a postgres:// URL (SQLite: --db FILE)");
+                }
+                let store = postgres::PgStore::connect(url)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("opening the PostgreSQL database: {e}"))?;
+                tracing::info!("database ready (PostgreSQL)");
+                Arc::new(store)
+            }
+            None => {
+                let store = sqlite::SqliteStore::open(&args.db)
+                    .map_err(|e| anyhow::anyhow!("opening {}: {e}", args.db.display()))?;
+                tracing::info!(db = %args.db.display(), "database ready (SQLite, WAL)");
+                Arc::new(store)
+            }
+        };
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .map_err(|e| anyhow::anyhow!("listening on {}: {e}", args.listen))?;
@@ -91,16 +124,26 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         writeln!(out, "yamabiko board listening on http://{addr}/")?;
         out.flush()?;
 
+        let shutdown = CancellationToken::new();
+        tokio::spawn(signal_shutdown(shutdown.clone()));
         let hub = Arc::new(hub::Hub::new());
-        let fanout = Arc::new(hub::LocalFanOut::new(hub.clone()));
+        let ordered = Arc::new(order::Ordered::new(store.clone(), hub.clone()));
+        let fanout: Arc<dyn hub::FanOut> = match &args.redis {
+            Some(url) => broker::start(
+                url,
+                &args.redis_prefix,
+                hub.clone(),
+                ordered.clone(),
+                shutdown.clone(),
+            )?,
+            None => Arc::new(hub::SingleServer),
+        };
         let timing = server::Timing {
             ping_period: args.ping_interval,
             pong_wait: args.idle_timeout,
             write_wait: args.write_timeout,
         };
-        let board = Arc::new(server::Board::new(Arc::new(store), fanout, hub, timing));
-        let shutdown = CancellationToken::new();
-        tokio::spawn(signal_shutdown(shutdown.clone()));
+        let board = Arc::new(server::Board::new(store, fanout, hub, ordered, timing));
         let limit = crate::limits::ConnLimit::new(args.max_conns);
         server::serve(listener, board, shutdown, limit).await?;
         Ok(())

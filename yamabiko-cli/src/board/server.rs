@@ -10,6 +10,7 @@
 //!   one flush, and pings every [`Timing::ping_period`]. Writes have a deadline.
 
 use super::hub::{prepare, BoardEvent, ClientId, FanOut, Hub, Stop, View, TOO_SLOW};
+use super::order::Ordered;
 use super::protocol::{
     parse_client, ClientMsg, ErrorCode, Limits, ProtocolFault, ServerMsg, MAX_BODY_CHARS,
     MAX_NAME_CHARS, MAX_TITLE_CHARS, PAGE_SIZE, RESYNC_PAGE_SIZE,
@@ -78,26 +79,28 @@ pub struct Board {
     store: Arc<dyn Storage>,
     fanout: Arc<dyn FanOut>,
     hub: Arc<Hub>,
-    /// Posts are committed and published one at a time, so every page sees them in
-    /// id order (a page that has post N has every earlier post of its thread).
-    sequencer: tokio::sync::Mutex<()>,
+    /// Delivers each thread's posts to this server's pages in order (a page that has
+    /// post N of a thread has every earlier one), whichever server committed them.
+    ordered: Arc<Ordered>,
     next_client: AtomicU64,
     timing: Timing,
 }
 
 impl Board {
-    /// A board over `store`, publishing through `fanout` into `hub`.
+    /// A board over `store`: committed posts go to this server's `hub` through
+    /// `ordered`, and to the other servers through `fanout`.
     pub fn new(
         store: Arc<dyn Storage>,
         fanout: Arc<dyn FanOut>,
         hub: Arc<Hub>,
+        ordered: Arc<Ordered>,
         timing: Timing,
     ) -> Self {
         Board {
             store,
             fanout,
             hub,
-            sequencer: tokio::sync::Mutex::new(()),
+            ordered,
             next_client: AtomicU64::new(1),
             timing,
         }
@@ -538,6 +541,8 @@ impl ClientState {
         };
         let thread = match store.thread(thread_id).await {
             Ok(Some(mut t)) => {
+                // Live posts from here on count from what this page got.
+                self.board.ordered.watching(&t).await;
                 t.online = self.board.hub.online(thread_id);
                 t
             }
@@ -601,8 +606,6 @@ impl ClientState {
             created_at: now_ms(),
         };
         let board = self.board.clone();
-        // Commit and publish in one critical section: pages see posts in id order.
-        let _turn = board.sequencer.lock().await;
         let result = match (thread_id, title) {
             (Some(t), _) => board.store.create_post(t, new).await,
             (None, Some(title)) => board.store.create_thread(title, new).await,
@@ -624,12 +627,17 @@ impl ClientState {
                 no = committed.post.no,
                 "post committed"
             );
+            // This server's pages first (never waits for the broker), then the others.
+            board
+                .ordered
+                .deliver(committed.post.clone(), committed.thread.clone())
+                .await;
             let event = BoardEvent::Posted {
                 post: committed.post.clone(),
                 thread: committed.thread.clone(),
             };
             if let Err(e) = board.fanout.publish(event).await {
-                tracing::error!(error = %e, "publishing a post failed");
+                tracing::warn!(error = %e, "publishing a post to the other servers failed");
             }
         }
         let mut thread = committed.thread;

@@ -340,15 +340,6 @@ impl Storage for SqliteStore {
 mod tests {
     use super::*;
 
-    fn post(body: &str, client_id: &str) -> NewPost {
-        NewPost {
-            name: "n".into(),
-            body: body.into(),
-            client_id: client_id.into(),
-            created_at: 1,
-        }
-    }
-
     #[tokio::test]
     async fn threads_posts_pages_and_idempotency() {
         let dir = std::env::temp_dir().join(format!("yamabiko-board-unit-{}", std::process::id()));
@@ -356,48 +347,7 @@ mod tests {
         let path = dir.join("unit.db");
         let _ = std::fs::remove_file(&path);
         let store = SqliteStore::open(&path).unwrap();
-        let a = store
-            .create_thread("A".into(), post("first", "c0"))
-            .await
-            .unwrap();
-        let t = a.thread.id;
-        assert_eq!((a.post.no, a.thread.post_count), (1, 1));
-        for i in 1..=9 {
-            let c = store
-                .create_post(t, post(&format!("p{i}"), &format!("c{i}")))
-                .await
-                .unwrap();
-            assert_eq!(c.post.no, i + 1);
-        }
-        let again = store.create_post(t, post("p3", "c3")).await.unwrap();
-        assert!(again.duplicate);
-        assert_eq!(again.post.no, 4);
-        assert!(matches!(
-            store.create_post(t, post("other", "c3")).await,
-            Err(StoreError::ClientIdConflict)
-        ));
-        assert!(matches!(
-            store.create_post(999, post("x", "cx")).await,
-            Err(StoreError::ThreadNotFound(999))
-        ));
-        let latest = store.latest_posts(t, 4).await.unwrap();
-        assert!(latest.more);
-        let nos: Vec<i64> = latest.posts.iter().map(|p| p.no).collect();
-        assert_eq!(nos, [7, 8, 9, 10]);
-        let older = store.posts_before(t, latest.posts[0].id, 4).await.unwrap();
-        let nos: Vec<i64> = older.posts.iter().map(|p| p.no).collect();
-        assert_eq!((nos, older.more), (vec![3, 4, 5, 6], true));
-        let after = store.posts_after(t, older.posts[3].id, 100).await.unwrap();
-        assert_eq!((after.posts.len(), after.more), (4, false));
-        let b = store
-            .create_thread("B".into(), post("b", "b0"))
-            .await
-            .unwrap();
-        let list = store.list_threads(10).await.unwrap();
-        assert_eq!(list[0].id, b.thread.id);
-        store.create_post(t, post("bump", "c10")).await.unwrap();
-        let list = store.list_threads(10).await.unwrap();
-        assert_eq!((list[0].id, list[0].post_count), (t, 11));
+        crate::board::store::tests::behaves_like_a_store(&store, "sqlite").await;
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }
