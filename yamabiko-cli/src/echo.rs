@@ -57,10 +57,21 @@ pub struct EchoArgs {
     /// seconds, or with a unit (500ms, 30s, 2m). 0 = never.
     #[arg(long, default_value = "0", value_name = "SECS", value_parser = parse_duration_or_zero)]
     idle_timeout: Duration,
+    /// Serve on the blocking API, one thread per connection (at most --max-conns).
+    #[arg(long, conflicts_with_all = ["single_thread", "tls_cert"])]
+    blocking: bool,
 }
 
 /// Runs the echo server until interrupted.
 pub fn run(args: EchoArgs) -> anyhow::Result<()> {
+    if args.blocking {
+        return crate::echo_blocking::run(crate::echo_blocking::Options {
+            listen: args.listen,
+            upgrader: upgrader(&args),
+            max_conns: args.max_conns,
+            idle_timeout: args.idle_timeout,
+        });
+    }
     let runtime = if args.single_thread {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -73,9 +84,9 @@ pub fn run(args: EchoArgs) -> anyhow::Result<()> {
     runtime.block_on(serve(args))
 }
 
-async fn serve(args: EchoArgs) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(args.listen).await?;
-    let upgrader = Upgrader::new()
+/// The upgrader both modes use.
+fn upgrader(args: &EchoArgs) -> Upgrader {
+    Upgrader::new()
         .max_message_size(args.max_message_size)
         .max_frame_size(args.max_frame_size)
         // An echo server is a test target: accept pages from any origin.
@@ -83,7 +94,12 @@ async fn serve(args: EchoArgs) -> anyhow::Result<()> {
         .compression((!args.no_compression).then(|| yamabiko::Compression {
             threshold: args.compression_threshold,
             ..Default::default()
-        }));
+        }))
+}
+
+async fn serve(args: EchoArgs) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(args.listen).await?;
+    let upgrader = upgrader(&args);
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
         _ => None,

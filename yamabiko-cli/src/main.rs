@@ -4,6 +4,7 @@ mod bench;
 mod board;
 mod connect;
 mod echo;
+mod echo_blocking;
 mod limits;
 mod tls;
 

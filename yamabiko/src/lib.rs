@@ -50,6 +50,7 @@
 
 #![warn(missing_docs)]
 
+pub mod blocking;
 pub mod client;
 pub mod conn;
 pub mod error;

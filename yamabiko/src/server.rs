@@ -162,6 +162,16 @@ impl Upgrader {
         &self.config
     }
 
+    /// Handshake timeout and request head limit, for the other drivers.
+    pub(crate) fn handshake_limits(&self) -> (Duration, usize) {
+        (self.handshake_timeout, self.max_header_bytes)
+    }
+
+    /// The permessage-deflate settings, when offers are accepted.
+    pub(crate) fn compression_config(&self) -> Option<&DeflateConfig> {
+        self.compression.as_ref()
+    }
+
     /// Reads the upgrade request from `stream`, checks it, answers 101 and returns the
     /// connection. A bad request gets its HTTP error response (400, 403, 405, 426, 431)
     /// and an [`Error::Handshake`]; a stalled client gets [`Error::Timeout`].

@@ -24,7 +24,7 @@
 
 mod proxy;
 mod stream;
-mod target;
+pub(crate) mod target;
 pub mod tls;
 
 pub use rustls;
@@ -45,7 +45,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use target::Target;
+pub(crate) use target::Target;
+
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
@@ -284,25 +285,11 @@ impl Dialer {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let key = handshake::generate_key();
-        let offer = self.compression.as_ref().map(deflate::client_offer);
-        let mut headers = self.headers.clone();
-        if let Some(auth) = &target.basic_auth {
-            if !headers.contains_key(AUTHORIZATION) {
-                headers.insert(AUTHORIZATION, auth.clone());
-            }
-        }
-        let request = handshake::build_request(
-            &target.host_header,
-            &target.path_and_query,
-            &key,
-            &self.subprotocols,
-            offer.as_deref(),
-            &headers,
-        );
+        let pending = self.start_handshake(target);
+        let request = &pending.request;
         let max_head = self.max_header_bytes;
         let exchange = async {
-            stream.write_all(&request).await?;
+            stream.write_all(request).await?;
             stream.flush().await?;
             let mut buf = BytesMut::with_capacity(1024);
             loop {
@@ -325,36 +312,127 @@ impl Dialer {
         if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
             let body_deadline = deadline.min(Instant::now() + ERROR_BODY_WAIT);
             let body = read_error_body(&mut stream, &response, leftover, body_deadline).await;
-            let (parts, ()) = response.into_parts();
-            return Err(Error::BadHandshake(Box::new(HandshakeResponse {
-                response: http::Response::from_parts(parts, body),
-            })));
+            return Err(bad_handshake(response, body));
         }
-        // §4.1: Upgrade, Connection, Sec-WebSocket-Accept, and nothing we did not offer.
-        let protocol =
-            handshake::validate_response(&response, &key, &self.subprotocols, offer.is_some())?;
+        let (protocol, deflate) = self.finish_handshake(&pending, &response)?;
         let conn = Conn::from_parts(stream, Role::Client, &self.config, leftover, protocol);
-        // RFC 7692 §7.1: a response we cannot accept fails the connection.
-        let conn = match &self.compression {
-            Some(config) => {
-                let answer =
-                    handshake::header_tokens(response.headers(), "sec-websocket-extensions")
-                        .join(", ");
-                match deflate::negotiate_client(&answer, config) {
-                    Ok(Some(params)) => conn.with_deflate(&params, config),
-                    Ok(None) => conn,
-                    Err(e) => {
-                        return Err(Error::Handshake(
-                            crate::proto::handshake::HandshakeError::UnrequestedExtension(
-                                e.to_string(),
-                            ),
-                        ))
-                    }
-                }
-            }
-            None => conn,
+        let conn = match (&deflate, &self.compression) {
+            (Some(params), Some(config)) => conn.with_deflate(params, config),
+            _ => conn,
         };
         Ok((conn, response))
+    }
+}
+
+/// A request sent, waiting for its answer.
+pub(crate) struct PendingHandshake {
+    /// The request head to write.
+    pub(crate) request: Vec<u8>,
+    key: String,
+    offered_deflate: bool,
+}
+
+impl Dialer {
+    /// The request head for `target` (RFC 6455 §4.1), with what is needed to check the
+    /// answer. Sans-IO: shared by the async and the blocking dialers.
+    pub(crate) fn start_handshake(&self, target: &Target) -> PendingHandshake {
+        let key = handshake::generate_key();
+        let offer = self.compression.as_ref().map(deflate::client_offer);
+        let mut headers = self.headers.clone();
+        if let Some(auth) = &target.basic_auth {
+            if !headers.contains_key(AUTHORIZATION) {
+                headers.insert(AUTHORIZATION, auth.clone());
+            }
+        }
+        let request = handshake::build_request(
+            &target.host_header,
+            &target.path_and_query,
+            &key,
+            &self.subprotocols,
+            offer.as_deref(),
+            &headers,
+        );
+        PendingHandshake {
+            request,
+            key,
+            offered_deflate: offer.is_some(),
+        }
+    }
+
+    /// Checks a `101` answer: the agreed subprotocol and permessage-deflate parameters.
+    pub(crate) fn finish_handshake(
+        &self,
+        pending: &PendingHandshake,
+        response: &http::Response<()>,
+    ) -> Result<(Option<String>, Option<deflate::DeflateParams>)> {
+        // §4.1: Upgrade, Connection, Sec-WebSocket-Accept, and nothing we did not offer.
+        let protocol = handshake::validate_response(
+            response,
+            &pending.key,
+            &self.subprotocols,
+            pending.offered_deflate,
+        )?;
+        // RFC 7692 §7.1: a response we cannot accept fails the connection.
+        let Some(config) = &self.compression else {
+            return Ok((protocol, None));
+        };
+        let answer =
+            handshake::header_tokens(response.headers(), "sec-websocket-extensions").join(", ");
+        match deflate::negotiate_client(&answer, config) {
+            Ok(params) => Ok((protocol, params)),
+            Err(e) => Err(Error::Handshake(
+                handshake::HandshakeError::UnrequestedExtension(e.to_string()),
+            )),
+        }
+    }
+
+    /// Handshake timeout and response head limit, for the blocking dialer.
+    pub(crate) fn handshake_limits(&self) -> (Duration, usize) {
+        (self.handshake_timeout, self.max_header_bytes)
+    }
+
+    /// The permessage-deflate settings offered, if any.
+    pub(crate) fn compression_config(&self) -> Option<&deflate::DeflateConfig> {
+        self.compression.as_ref()
+    }
+
+    /// The TLS configuration `wss://` uses.
+    pub(crate) fn tls_client_config(&self) -> Result<Arc<ClientConfig>> {
+        match &self.tls {
+            Some(c) => Ok(c.clone()),
+            None => tls::default_config(),
+        }
+    }
+
+    /// Whether a proxy was configured.
+    pub(crate) fn has_proxy(&self) -> bool {
+        self.proxy.is_some()
+    }
+}
+
+/// The error for a refused handshake (not `101`), with the start of its body.
+pub(crate) fn bad_handshake(response: http::Response<()>, body: Bytes) -> Error {
+    let (parts, ()) = response.into_parts();
+    Error::BadHandshake(Box::new(HandshakeResponse {
+        response: http::Response::from_parts(parts, body),
+    }))
+}
+
+/// How many body bytes of a refused handshake to keep: as announced by
+/// `Content-Length`, none for statuses without a body, at most [`MAX_ERROR_BODY`].
+pub(crate) fn error_body_limit(response: &http::Response<()>) -> usize {
+    let status = response.status().as_u16();
+    let content_length = response
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    // RFC 9110 §6.4.1: these never have a body.
+    let no_body = (100..200).contains(&status) || status == 204 || status == 304;
+    match content_length {
+        _ if no_body => 0,
+        Some(n) => n.min(MAX_ERROR_BODY as u64) as usize,
+        None => MAX_ERROR_BODY,
     }
 }
 
@@ -370,19 +448,7 @@ async fn read_error_body<S>(
 where
     S: AsyncRead + Unpin,
 {
-    let status = response.status().as_u16();
-    let content_length = response
-        .headers()
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    // RFC 9110 §6.4.1: these never have a body.
-    let no_body = (100..200).contains(&status) || status == 204 || status == 304;
-    let limit = match content_length {
-        _ if no_body => 0,
-        Some(n) => n.min(MAX_ERROR_BODY as u64) as usize,
-        None => MAX_ERROR_BODY,
-    };
+    let limit = error_body_limit(response);
     // Bounded: each round reads at least one byte or ends, and `limit` ≤ 1 KiB.
     while body.len() < limit {
         let want = (limit - body.len()) as u64;

@@ -1,0 +1,327 @@
+//! The blocking driver: gorilla's model literally — a thread per connection, blocking
+//! calls, deadlines — over `std::io::Read + Write` streams.
+//!
+//! It is a thin driver over the same sans-IO core as the async [`Conn`](crate::Conn):
+//! the same [`Decoder`](crate::proto::Decoder) and encoder, the same handshake code,
+//! the same permessage-deflate codec, the same handlers with gorilla's defaults, and
+//! the same [`Upgrader`](crate::Upgrader) and [`Dialer`](crate::Dialer) settings. So
+//! the two drivers cannot disagree about the protocol.
+//!
+//! * Server: [`Upgrader::upgrade_blocking`](crate::Upgrader::upgrade_blocking) on a
+//!   [`TcpStream`](std::net::TcpStream) (or a rustls
+//!   [`StreamOwned`](rustls::StreamOwned) for `wss://`).
+//! * Client: [`Dialer::dial_blocking`](crate::Dialer::dial_blocking) for `ws://` and
+//!   `wss://` URLs.
+//! * Deadlines ([`Conn::set_read_deadline`], [`Conn::set_write_deadline`]) become socket
+//!   timeouts before every system call ([`Transport`]).
+//! * [`Conn::split`] gives a [`ReadHalf`] and a [`WriteHalf`] for two threads;
+//!   a [`ControlHandle`] sends pings and closes from any thread.
+//!
+//! ```no_run
+//! use std::net::TcpListener;
+//! use std::time::{Duration, Instant};
+//!
+//! fn main() -> yamabiko::Result<()> {
+//!     let listener = TcpListener::bind("127.0.0.1:9001")?;
+//!     let upgrader = yamabiko::Upgrader::new();
+//!     for tcp in listener.incoming().take(100) {
+//!         let upgrader = upgrader.clone();
+//!         std::thread::spawn(move || -> yamabiko::Result<()> {
+//!             let mut conn = upgrader.upgrade_blocking(tcp?)?;
+//!             loop {
+//!                 conn.set_read_deadline(Some(Instant::now() + Duration::from_secs(60)));
+//!                 let msg = conn.read_message()?;
+//!                 conn.write_message(msg)?;
+//!             }
+//!         });
+//!     }
+//!     Ok(())
+//! }
+//! ```
+//!
+//! With TLS, a stream cannot be duplicated: reads and writes take turns under a lock,
+//! a blocked read releasing it every 20 ms, so a write from another thread may wait that
+//! long.
+
+mod client;
+mod read;
+mod server;
+mod shared;
+mod transport;
+mod write;
+
+pub use read::{MessageReader, ReadHalf};
+pub use transport::{MaybeTlsStream, Transport};
+pub use write::{ControlHandle, MessageWriter, WriteHalf};
+
+use crate::conn::{Config, HandlerContext};
+use crate::error::{Error, Result};
+use crate::message::{Control, Message};
+use crate::proto::{CloseCode, CloseFrame, Decoder, DecoderConfig, MessageKind, Role};
+use bytes::{Bytes, BytesMut};
+use shared::Shared;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A blocking WebSocket connection (gorilla's `Conn`). The same methods as the async
+/// [`crate::Conn`], without `.await`. One reader and one writer at a time is enforced
+/// by `&mut self`; [`split`](Self::split) it to read and write from two threads.
+pub struct Conn<S> {
+    read: ReadHalf<S>,
+    write: WriteHalf<S>,
+}
+
+impl<S: Transport> Conn<S> {
+    /// Wraps a stream on which the opening handshake already happened. `leftover` holds
+    /// bytes read past the handshake (they belong to the first frames).
+    pub fn from_raw(stream: S, role: Role, config: &Config, leftover: BytesMut) -> Self {
+        Self::from_parts(stream, role, config, leftover, None)
+    }
+
+    pub(crate) fn from_parts(
+        stream: S,
+        role: Role,
+        config: &Config,
+        leftover: BytesMut,
+        subprotocol: Option<String>,
+    ) -> Self {
+        let own = stream.duplicate();
+        let shared = Arc::new(Shared::new(stream, role));
+        let decoder = Decoder::new(DecoderConfig {
+            role,
+            max_frame_size: config.max_frame_size as u64,
+            max_message_size: config.max_message_size as u64,
+        });
+        Conn {
+            read: ReadHalf::new(
+                shared.clone(),
+                own,
+                decoder,
+                config.read_buffer_size,
+                leftover,
+                subprotocol.clone(),
+            ),
+            write: WriteHalf::new(shared, config.write_buffer_size, subprotocol),
+        }
+    }
+
+    /// Turns on permessage-deflate with parameters agreed in the handshake.
+    pub(crate) fn with_deflate(
+        mut self,
+        params: &crate::proto::deflate::DeflateParams,
+        config: &crate::proto::deflate::DeflateConfig,
+    ) -> Self {
+        use crate::proto::deflate::{Compressor, Decompressor};
+        let role = self.read.shared.role;
+        self.read.set_decompressor(Decompressor::new(params, role));
+        self.write.set_compressor(
+            Compressor::new(params, role, config.level),
+            config.threshold,
+        );
+        self
+    }
+
+    /// Reads the next whole message. See [`ReadHalf::read_message`].
+    pub fn read_message(&mut self) -> Result<Message> {
+        self.read.read_message()
+    }
+
+    /// Streams the next message. See [`ReadHalf::next_reader`].
+    pub fn next_reader(&mut self) -> Result<MessageReader<'_, S>> {
+        self.read.next_reader()
+    }
+
+    /// Sends a whole message. See [`WriteHalf::write_message`].
+    pub fn write_message(&mut self, message: impl Into<Message>) -> Result<()> {
+        self.write.write_message(message)
+    }
+
+    /// Sends a text message.
+    pub fn write_text(&mut self, text: impl Into<String>) -> Result<()> {
+        self.write.write_text(text)
+    }
+
+    /// Sends a binary message.
+    pub fn write_binary(&mut self, bytes: impl Into<Bytes>) -> Result<()> {
+        self.write.write_binary(bytes)
+    }
+
+    /// Sends a message framed once for many connections.
+    pub fn write_prepared(&mut self, message: &crate::PreparedMessage) -> Result<()> {
+        self.write.write_prepared(message)
+    }
+
+    /// Writes whatever a timed-out write left queued.
+    pub fn flush(&mut self) -> Result<()> {
+        self.write.flush()
+    }
+
+    /// Streams a message out. See [`WriteHalf::next_writer`].
+    pub fn next_writer(&mut self, kind: MessageKind) -> MessageWriter<'_, S> {
+        self.write.next_writer(kind)
+    }
+
+    /// Sends a control frame. See [`ControlHandle::write_control`].
+    pub fn write_control(&self, control: Control, deadline: Option<Instant>) -> Result<()> {
+        self.write.write_control(control, deadline)
+    }
+
+    /// Closes gracefully: sends a close frame with `code` and `reason`, reads (and
+    /// discards data) until the peer's close frame arrives or `timeout` passes, then
+    /// drops the transport. `Ok` when the peer answered the close.
+    pub fn close_with(
+        mut self,
+        code: impl Into<CloseCode>,
+        reason: &str,
+        timeout: Duration,
+    ) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let frame = CloseFrame::new(code, reason);
+        match self.write_control(Control::Close(Some(frame)), Some(deadline)) {
+            Ok(()) | Err(Error::CloseSent) => {}
+            Err(e) => return Err(e),
+        }
+        self.read.set_read_deadline(Some(deadline));
+        // Bounded by the deadline.
+        loop {
+            match self.read.read_message() {
+                Ok(_) => continue,
+                Err(Error::Closed(f)) if f.code != CloseCode::ABNORMAL => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl<S> Conn<S> {
+    /// Splits into a read half and a write half for two threads. The read half's
+    /// automatic replies (pong, close) go out through the shared writer.
+    pub fn split(self) -> (ReadHalf<S>, WriteHalf<S>) {
+        (self.read, self.write)
+    }
+
+    /// Puts the halves back together; gives them back if they are from different
+    /// connections.
+    #[allow(clippy::type_complexity)]
+    pub fn reunite(
+        read: ReadHalf<S>,
+        write: WriteHalf<S>,
+    ) -> std::result::Result<Self, Box<(ReadHalf<S>, WriteHalf<S>)>> {
+        if Arc::ptr_eq(&read.shared, &write.shared) {
+            Ok(Conn { read, write })
+        } else {
+            Err(Box::new((read, write)))
+        }
+    }
+
+    /// Drops the connection at once, without a close handshake (gorilla's `Close`).
+    pub fn close(self) {
+        drop(self);
+    }
+
+    /// The underlying stream; `None` while a [`ControlHandle`] still shares it.
+    pub fn into_inner(self) -> Option<S> {
+        let Conn { read, write } = self;
+        let shared = read.shared.clone();
+        drop(read);
+        drop(write);
+        Arc::try_unwrap(shared).ok().map(Shared::into_inner)
+    }
+
+    /// Runs `f` with the underlying stream (e.g. to read socket options).
+    pub fn with_stream<R>(&self, f: impl FnOnce(&S) -> R) -> R {
+        let g = self.read.shared.lock();
+        f(&g.io)
+    }
+
+    /// The subprotocol agreed in the handshake, if any.
+    pub fn subprotocol(&self) -> Option<&str> {
+        self.read.subprotocol()
+    }
+
+    /// Sets the read deadline. See [`ReadHalf::set_read_deadline`].
+    pub fn set_read_deadline(&mut self, deadline: Option<Instant>) {
+        self.read.set_read_deadline(deadline);
+    }
+
+    /// Sets the write deadline. See [`WriteHalf::set_write_deadline`].
+    pub fn set_write_deadline(&mut self, deadline: Option<Instant>) {
+        self.write.set_write_deadline(deadline);
+    }
+
+    /// Sets the largest message accepted. See [`ReadHalf::set_read_limit`].
+    pub fn set_read_limit(&mut self, bytes: usize) {
+        self.read.set_read_limit(bytes);
+    }
+
+    /// Replaces the close handler. Default: reply with the same close code.
+    pub fn set_close_handler(
+        &mut self,
+        h: impl FnMut(&mut HandlerContext<'_>, Option<&CloseFrame>) -> Result<()> + Send + 'static,
+    ) {
+        self.read.set_close_handler(h);
+    }
+
+    /// Replaces the ping handler. Default: reply with a pong carrying the same data.
+    pub fn set_ping_handler(
+        &mut self,
+        h: impl FnMut(&mut HandlerContext<'_>, &Bytes) -> Result<()> + Send + 'static,
+    ) {
+        self.read.set_ping_handler(h);
+    }
+
+    /// Replaces the pong handler. Default: nothing.
+    pub fn set_pong_handler(
+        &mut self,
+        h: impl FnMut(&mut HandlerContext<'_>, &Bytes) -> Result<()> + Send + 'static,
+    ) {
+        self.read.set_pong_handler(h);
+    }
+
+    /// A handle for sending control frames from other threads.
+    pub fn control_handle(&self) -> ControlHandle<S> {
+        self.write.control_handle()
+    }
+
+    /// Turns compression of outgoing messages on or off (when negotiated).
+    pub fn enable_write_compression(&mut self, enable: bool) {
+        self.write.enable_write_compression(enable);
+    }
+
+    /// Sets the deflate level for the next messages.
+    pub fn set_compression_level(&mut self, level: u32) {
+        self.write.set_compression_level(level);
+    }
+
+    /// Whether permessage-deflate was negotiated.
+    pub fn compression_negotiated(&self) -> bool {
+        self.write.compression_negotiated()
+    }
+}
+
+impl Conn<std::net::TcpStream> {
+    /// The local address of the TCP connection.
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.with_stream(|s| s.local_addr())
+    }
+
+    /// The remote address of the TCP connection.
+    pub fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.with_stream(|s| s.peer_addr())
+    }
+}
+
+#[cfg(feature = "json")]
+impl<S: Transport> Conn<S> {
+    /// Sends `value` as a JSON text message (gorilla's `WriteJSON`).
+    pub fn write_json<T: serde::Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
+        let text = serde_json::to_string(value).map_err(Error::Json)?;
+        self.write_message(Message::text(text))
+    }
+
+    /// Reads the next message and decodes it as JSON (gorilla's `ReadJSON`).
+    pub fn read_json<T: serde::de::DeserializeOwned>(&mut self) -> Result<T> {
+        let msg = self.read_message()?;
+        serde_json::from_slice(msg.as_bytes()).map_err(Error::Json)
+    }
+}
