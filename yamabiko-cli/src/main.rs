@@ -24,7 +24,7 @@ enum Command {
     Echo(echo::EchoArgs),
     /// Connect to a WebSocket server: stdin lines out as text, messages received to stdout.
     Connect(connect::ConnectArgs),
-    /// Run the realtime bulletin board (web page + WebSocket, SQLite storage).
+    /// Run the realtime bulletin board (web page + WebSocket; SQLite, or PostgreSQL and Redis).
     Serve(board::ServeArgs),
     /// Load an echo server: throughput, round-trip latency, every echo checked.
     Bench(bench::BenchArgs),

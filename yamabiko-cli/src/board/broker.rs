@@ -263,8 +263,7 @@ pub fn start(
     ordered: Arc<Ordered>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Arc<RedisFanOut>> {
-    let client =
-        redis::Client::open(url).map_err(|e| anyhow::anyhow!("bad Redis URL {url:?}: {e}"))?;
+    let client = redis::Client::open(url).map_err(|e| anyhow::anyhow!("bad --redis URL: {e}"))?;
     let instance = format!("{}-{:08x}", std::process::id(), random_u64() as u32);
     let names = Names {
         prefix: prefix.to_string(),
@@ -574,6 +573,8 @@ fn parse_online(field: &str, value: &str) -> Option<(usize, i64)> {
 async fn subscriber(shared: Arc<Shared>, shutdown: CancellationToken) {
     let mut backoff = Backoff::new();
     let mut lost = false;
+    // Failed attempts in a row: the first is a warning, then one a minute or so.
+    let mut failures: u32 = 0;
     let pattern = shared.names.pattern();
     while !shutdown.is_cancelled() {
         let connected = tokio::time::timeout(REDIS_TIMEOUT, async {
@@ -585,6 +586,7 @@ async fn subscriber(shared: Arc<Shared>, shutdown: CancellationToken) {
         .await;
         match connected {
             Ok(Ok((sink, stream))) => {
+                failures = 0;
                 if lost {
                     tracing::info!("Redis subscription is back; catching up from the database");
                 } else {
@@ -606,11 +608,17 @@ async fn subscriber(shared: Arc<Shared>, shutdown: CancellationToken) {
                 lost = true;
             }
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cannot subscribe to Redis");
+                failures = failures.saturating_add(1);
+                if failures % 12 == 1 {
+                    tracing::warn!(error = %e, failures, "cannot subscribe to Redis; retrying");
+                }
                 lost = true;
             }
             Err(_) => {
-                tracing::warn!("cannot subscribe to Redis: timed out");
+                failures = failures.saturating_add(1);
+                if failures % 12 == 1 {
+                    tracing::warn!(failures, "cannot subscribe to Redis: timed out; retrying");
+                }
                 lost = true;
             }
         }

@@ -114,16 +114,6 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 Arc::new(store)
             }
         };
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .map_err(|e| anyhow::anyhow!("listening on {}: {e}", args.listen))?;
-        let addr = listener.local_addr()?;
-        tracing::info!(%addr, "board listening");
-        // The first line on stdout is the address (tests and scripts read it).
-        let mut out = std::io::stdout();
-        writeln!(out, "yamabiko board listening on http://{addr}/")?;
-        out.flush()?;
-
         let shutdown = CancellationToken::new();
         tokio::spawn(signal_shutdown(shutdown.clone()));
         let hub = Arc::new(hub::Hub::new());
@@ -138,12 +128,28 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             )?,
             None => Arc::new(hub::SingleServer),
         };
+        if args.redis.is_some() && args.database.is_none() {
+            tracing::warn!(
+                "--redis without --database: every instance must use the same SQLite \
+                 file, which only works for instances on one machine; use PostgreSQL"
+            );
+        }
         let timing = server::Timing {
             ping_period: args.ping_interval,
             pong_wait: args.idle_timeout,
             write_wait: args.write_timeout,
         };
         let board = Arc::new(server::Board::new(store, fanout, hub, ordered, timing));
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("listening on {}: {e}", args.listen))?;
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, "board listening");
+        // The first line on stdout is the address (tests and scripts read it).
+        let mut out = std::io::stdout();
+        writeln!(out, "yamabiko board listening on http://{addr}/")?;
+        out.flush()?;
+
         let limit = crate::limits::ConnLimit::new(args.max_conns);
         server::serve(listener, board, shutdown, limit).await?;
         Ok(())

@@ -159,3 +159,77 @@ impl Ordered {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::board::hub::{Stop, View};
+    use crate::board::sqlite::SqliteStore;
+    use crate::board::store::NewPost;
+    use tokio::sync::mpsc;
+    use tokio_util::sync::CancellationToken;
+
+    fn new_post(i: usize) -> NewPost {
+        NewPost {
+            name: "n".into(),
+            body: format!("b{i}"),
+            client_id: format!("c{i}"),
+            created_at: 1,
+        }
+    }
+
+    /// Ids of the posts queued for a connection.
+    fn received(rx: &mut mpsc::Receiver<yamabiko::PreparedMessage>) -> Vec<i64> {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .filter_map(|m| {
+                let v: serde_json::Value = serde_json::from_slice(m.message().as_bytes()).ok()?;
+                (v["type"] == "post").then(|| v["post"]["id"].as_i64())?
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn out_of_order_repeated_and_missing_posts_arrive_in_order_once() {
+        let dir = std::env::temp_dir().join(format!("yamabiko-order-unit-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("order.db");
+        let _ = std::fs::remove_file(&path);
+        let store = Arc::new(SqliteStore::open(&path).unwrap());
+        let hub = Arc::new(Hub::new());
+        let ordered = Ordered::new(store.clone(), hub.clone());
+
+        let first = store.create_thread("t".into(), new_post(0)).await.unwrap();
+        let t = first.thread.id;
+        let (tx, mut rx) = mpsc::channel(64);
+        hub.register(1, tx, Arc::new(Stop::new(&CancellationToken::new())));
+        hub.set_view(1, View::Thread(t));
+        ordered.watching(&first.thread).await;
+
+        let mut posts = Vec::new();
+        for i in 1..=5 {
+            posts.push(store.create_post(t, new_post(i)).await.unwrap());
+        }
+        let ids: Vec<i64> = posts.iter().map(|c| c.post.id).collect();
+        let send = |i: usize| (posts[i].post.clone(), posts[i].thread.clone());
+        // 2 arrives first: 1 is read from storage. Then 1 again (late), 2 again.
+        let (p, th) = send(1);
+        ordered.deliver(p, th).await;
+        let (p, th) = send(0);
+        ordered.deliver(p, th).await;
+        let (p, th) = send(1);
+        ordered.deliver(p, th).await;
+        assert_eq!(received(&mut rx), ids[..2]);
+        // 3 and 4 never arrive; after a catch-up the page has them, then 5 once.
+        ordered.catch_up().await;
+        let (p, th) = send(4);
+        ordered.deliver(p, th).await;
+        assert_eq!(received(&mut rx), ids[2..]);
+        // A thread nobody views here is not tracked.
+        hub.set_view(1, View::List);
+        let (p, th) = send(3);
+        ordered.deliver(p, th).await;
+        assert!(ordered.marks.lock().await.is_empty());
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

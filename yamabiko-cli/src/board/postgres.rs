@@ -61,7 +61,18 @@ pub struct PgStore {
 fn pg_err(e: tokio_postgres::Error) -> StoreError {
     StoreError::Backend(match e.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => e.to_string(),
+        None => {
+            // "error connecting to server" says little without its cause.
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            for _ in 0..4 {
+                let Some(s) = source else { break };
+                text.push_str(": ");
+                text.push_str(&s.to_string());
+                source = s.source();
+            }
+            text
+        }
     })
 }
 
