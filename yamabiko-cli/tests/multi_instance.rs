@@ -480,6 +480,8 @@ async fn two_instances_share_posts_survive_a_crash_and_a_redis_restart() {
     // B's client gets A's post first: B fills the gap from the database, in order.
     assert_eq!(on_b2.live_posts_until(t, id(&p7)).await, [id(&p6), id(&p7)]);
 
+    // Down for a while: both servers go through a few reconnection attempts.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     redis.start();
     a.wait_log("Redis subscription is back", 1).await;
     b2.wait_log("Redis subscription is back", 1).await;

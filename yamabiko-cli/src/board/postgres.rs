@@ -267,6 +267,10 @@ impl PgStore {
     pub async fn migrate(&self) -> StoreResult<usize> {
         let mut client = self.pool.get().await.map_err(pool_err)?;
         let tx = client.transaction().await.map_err(pg_err)?;
+        // No "already exists, skipping" notices in the log on every start.
+        tx.batch_execute("SET LOCAL client_min_messages = warning")
+            .await
+            .map_err(pg_err)?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
             .await
             .map_err(pg_err)?;
