@@ -81,6 +81,35 @@ impl Server {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// SIGTERM, and waits for the process to exit.
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            for _ in 0..200 {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("server did not stop on SIGTERM:\n{}", self.log());
+        }
+    }
+
+    /// The instance id it logged at start.
+    fn instance(&self) -> String {
+        let log = self.log();
+        let at = log.find("instance=").expect("instance id logged");
+        log[at + "instance=".len()..]
+            .split_whitespace()
+            .next()
+            .expect("instance id")
+            .to_string()
+    }
+
     /// SIGKILL, as a crash.
     fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -160,6 +189,15 @@ impl Redis {
             .find(|l| l.starts_with("process_id:"))
             .unwrap_or_else(|| panic!("no process_id in INFO: {text}"));
         line["process_id:".len()..].trim().parse().expect("pid")
+    }
+
+    /// Sends one inline command; returns the raw reply.
+    fn command(&self, cmd: &str) -> String {
+        let mut s = self.connect().expect("connect to redis");
+        s.write_all(format!("{cmd}\r\n").as_bytes()).expect("write");
+        let mut buf = vec![0u8; 65536];
+        let n = s.read(&mut buf).expect("read reply");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
     }
 
     /// Stops the server by PID (SIGTERM) and waits until the port refuses.
@@ -506,8 +544,18 @@ async fn two_instances_share_posts_survive_a_crash_and_a_redis_restart() {
         .collect();
     assert_eq!(viewer_a.live_posts_until(t, id(&p9)).await, since_p1);
 
+    // A server stopping gracefully withdraws its online counts at once.
+    let online_key = format!("{prefix}:online");
+    let b2_instance = b2.instance();
+    let fields = redis.command(&format!("HKEYS {online_key}"));
+    assert!(fields.contains(&format!("{b2_instance}:{t}")), "{fields}");
+    let mut b2 = b2;
+    b2.stop();
+    let fields = redis.command(&format!("HKEYS {online_key}"));
+    assert!(!fields.contains(&b2_instance), "{fields}");
+
     // The database has it all, once, in order.
-    let mut check = Client::connect(b2.addr).await;
+    let mut check = Client::connect(a.addr).await;
     let all = check.open(t, None).await;
     let expected: Vec<i64> = [&first["post"], &p1, &p2, &p3, &p4, &p5, &p6, &p7, &p8, &p9]
         .iter()

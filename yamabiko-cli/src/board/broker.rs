@@ -23,7 +23,7 @@
 //!   [`ONLINE_REFRESH`] with an expiry [`ONLINE_TTL`] ahead. Every server reads the hash
 //!   at each refresh, sums the other servers' live fields and deletes expired ones
 //!   (left by a server that died). Between refreshes, presence messages keep the
-//!   counts current. Approximate: a dead server's viewers are counted until its
+//!   counts current; a server shutting down withdraws its fields. Approximate: a dead server's viewers are counted until its
 //!   fields expire, and the expiry assumes the servers' clocks roughly agree.
 
 use super::hub::{BoardEvent, FanOut, Hub};
@@ -142,6 +142,8 @@ impl Names {
 
 /// The [`FanOut`] over Redis; see the module documentation.
 pub struct RedisFanOut {
+    /// The publisher task, awaited by [`RedisFanOut::finish`].
+    publisher: Mutex<Option<tokio::task::JoinHandle<()>>>,
     instance: String,
     names: Names,
     queue: mpsc::Sender<Outgoing>,
@@ -160,6 +162,24 @@ impl RedisFanOut {
             Err(e) => {
                 tracing::error!(error = %e, "serialising a broker message failed");
                 None
+            }
+        }
+    }
+}
+
+impl RedisFanOut {
+    /// After shutdown: waits (at most [`REDIS_TIMEOUT`]) for the publisher to withdraw
+    /// this server's online counts, so the other servers stop counting its viewers now
+    /// rather than when the counts expire.
+    pub async fn finish(&self) {
+        let task = self
+            .publisher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(task) = task {
+            if tokio::time::timeout(REDIS_TIMEOUT, task).await.is_err() {
+                tracing::debug!("online counts not withdrawn in time (they expire)");
             }
         }
     }
@@ -281,9 +301,10 @@ pub fn start(
         refresh_now: Notify::new(),
     });
     tracing::info!(%instance, prefix, "fan-out over Redis");
-    tokio::spawn(publisher(shared.clone(), rx, presence_rx, shutdown.clone()));
+    let publisher = tokio::spawn(publisher(shared.clone(), rx, presence_rx, shutdown.clone()));
     tokio::spawn(subscriber(shared, shutdown));
     Ok(Arc::new(RedisFanOut {
+        publisher: Mutex::new(Some(publisher)),
         instance,
         names,
         queue: tx,
@@ -300,6 +321,8 @@ struct Link {
     retry_at: Instant,
     /// Unsent events dropped (queue full) since the connection was lost.
     dropped: u64,
+    /// Threads this server has an online-count field for.
+    written: std::collections::HashSet<i64>,
     down: bool,
 }
 
@@ -380,16 +403,21 @@ async fn publisher(
         backoff: Backoff::new(),
         retry_at: Instant::now(),
         dropped: 0,
+        written: Default::default(),
         down: false,
     };
     let mut pending: VecDeque<Pending> = VecDeque::new();
     let mut refresh = tokio::time::interval(ONLINE_REFRESH);
+    let mut stopping = false;
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let retry_at = link.retry_at;
         let waiting = !pending.is_empty();
         tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => {
+                stopping = true;
+                break;
+            }
             out = rx.recv() => {
                 let Some(out) = out else { break };
                 push(&mut pending, &mut link, Pending::Event(out));
@@ -424,6 +452,16 @@ async fn publisher(
                 break;
             }
             pending.pop_front();
+        }
+    }
+    if stopping && link.conn.is_some() {
+        // Withdraw this server's counts (its connections are closing). One attempt
+        // each, without reconnecting: what is left expires.
+        let threads: Vec<i64> = link.written.iter().copied().collect();
+        for t in threads {
+            if !publish_presence(&mut link, t, 0).await {
+                break;
+            }
         }
     }
 }
@@ -475,6 +513,11 @@ async fn publish_presence(link: &mut Link, thread_id: i64, online: usize) -> boo
     if link.run::<i64>(&cmd).await.is_none() {
         return false;
     }
+    if online == 0 {
+        link.written.remove(&thread_id);
+    } else {
+        link.written.insert(thread_id);
+    }
     let env = Envelope {
         v: 1,
         from: shared.instance.clone(),
@@ -502,7 +545,9 @@ async fn refresh_online(link: &mut Link) {
             cmd.arg(online_field(&shared.instance, *t))
                 .arg(online_value(*n));
         }
-        let _: Option<i64> = link.run(&cmd).await;
+        if link.run::<i64>(&cmd).await.is_some() {
+            link.written.extend(local.iter().map(|(t, _)| *t));
+        }
     }
     let all: Option<HashMap<String, String>> = link.run(redis::cmd("HGETALL").arg(&key)).await;
     let before: Vec<i64> = shared.remote().threads.keys().copied().collect();

@@ -118,14 +118,18 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         tokio::spawn(signal_shutdown(shutdown.clone()));
         let hub = Arc::new(hub::Hub::new());
         let ordered = Arc::new(order::Ordered::new(store.clone(), hub.clone()));
-        let fanout: Arc<dyn hub::FanOut> = match &args.redis {
-            Some(url) => broker::start(
+        let redis = match &args.redis {
+            Some(url) => Some(broker::start(
                 url,
                 &args.redis_prefix,
                 hub.clone(),
                 ordered.clone(),
                 shutdown.clone(),
-            )?,
+            )?),
+            None => None,
+        };
+        let fanout: Arc<dyn hub::FanOut> = match &redis {
+            Some(r) => r.clone(),
             None => Arc::new(hub::SingleServer),
         };
         if args.redis.is_some() && args.database.is_none() {
@@ -152,6 +156,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 
         let limit = crate::limits::ConnLimit::new(args.max_conns);
         server::serve(listener, board, shutdown, limit).await?;
+        if let Some(redis) = redis {
+            redis.finish().await;
+        }
         Ok(())
     })
 }
