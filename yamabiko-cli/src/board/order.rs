@@ -15,7 +15,9 @@
 //!
 //! [`Ordered::catch_up`] does the same read for every watched thread after the broker
 //! connection comes back. Threads nobody views here are not tracked; a page opening
-//! one sets the starting point from what it read.
+//! one sets the starting point from the thread's summary read before its page of
+//! posts (a post after that point is in the page, or delivered afterwards, or both —
+//! pages keep posts by id).
 
 use super::hub::{BoardEvent, Hub};
 use super::protocol::{PostView, ThreadView, RESYNC_PAGE_SIZE};
@@ -49,8 +51,8 @@ impl Ordered {
         }
     }
 
-    /// A connection opened a thread and read it up to `thread` (its summary, read
-    /// after the posts): later posts count from there, unless already tracked.
+    /// A connection is opening a thread whose summary was `thread` before its posts
+    /// are read: later posts count from there, unless the thread is already tracked.
     pub async fn watching(&self, thread: &ThreadView) {
         self.marks.lock().await.entry(thread.id).or_insert(Mark {
             id: thread.last_post_id,

@@ -520,16 +520,19 @@ impl ClientState {
     }
 
     async fn open_thread(&mut self, thread_id: i64, after: Option<i64>) {
-        match self.board.store.thread(thread_id).await {
-            Ok(Some(_)) => {}
+        let before = match self.board.store.thread(thread_id).await {
+            Ok(Some(t)) => t,
             Ok(None) => {
                 self.board.hub.set_view(self.id, View::Nothing);
                 return self.store_fault(StoreError::ThreadNotFound(thread_id), None);
             }
             Err(e) => return self.store_fault(e, None),
-        }
-        // Watch first, then read (the page drops posts it already has, by id).
+        };
+        // Watch first, then read (the page drops posts it already has, by id). Live
+        // posts count from a point no later than the page: every post after it is
+        // either in the page or delivered (in order) afterwards.
         self.board.hub.set_view(self.id, View::Thread(thread_id));
+        self.board.ordered.watching(&before).await;
         let store = &self.board.store;
         let page = match after {
             Some(after) => store.posts_after(thread_id, after, RESYNC_PAGE_SIZE).await,
@@ -541,8 +544,6 @@ impl ClientState {
         };
         let thread = match store.thread(thread_id).await {
             Ok(Some(mut t)) => {
-                // Live posts from here on count from what this page got.
-                self.board.ordered.watching(&t).await;
                 t.online = self.board.hub.online(thread_id);
                 t
             }
