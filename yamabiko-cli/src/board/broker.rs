@@ -199,7 +199,7 @@ impl FanOut for RedisFanOut {
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     Err(format!(
                         "publish queue full (Redis slow or down); {} events dropped so far",
-                        n + 1
+                        n.saturating_add(1)
                     ))
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => {

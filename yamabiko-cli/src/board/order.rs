@@ -85,7 +85,7 @@ impl Ordered {
             return;
         }
         let mut mark = mark;
-        if post.no > mark.no + 1 {
+        if post.no > mark.no.saturating_add(1) {
             mark = self.fill(thread_id, mark, post.no, &thread).await;
         }
         if post.no > mark.no {
