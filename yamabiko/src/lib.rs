@@ -46,6 +46,35 @@
 //!   connection with close 1009 before their payload is buffered; every violation of
 //!   the protocol is a typed [`ProtocolError`] answered with its close code.
 //!
+//! ## Three ways in
+//!
+//! The same [`Upgrader`] and [`Dialer`] settings and the same protocol core serve
+//! three kinds of programs:
+//!
+//! 1. **A raw tokio stream**: [`Upgrader::upgrade`] on any `AsyncRead + AsyncWrite`
+//!    (the echo server above); [`Conn::from_raw`] wraps a stream whose handshake
+//!    happened elsewhere.
+//! 2. **Blocking, a thread per connection** ([`blocking`]): [`Upgrader::upgrade_blocking`]
+//!    and [`Dialer::dial_blocking`] on `std` streams, deadlines as socket timeouts:
+//!
+//!    ```no_run
+//!    # fn main() -> yamabiko::Result<()> {
+//!    use std::time::{Duration, Instant};
+//!    let listener = std::net::TcpListener::bind("127.0.0.1:9001")?;
+//!    let (tcp, _) = listener.accept()?;
+//!    let mut conn = yamabiko::Upgrader::new().upgrade_blocking(tcp)?;
+//!    conn.set_read_deadline(Some(Instant::now() + Duration::from_secs(30)));
+//!    let msg = conn.read_message()?;
+//!    conn.write_message(msg)?;
+//!    # Ok(()) }
+//!    ```
+//! 3. **Inside hyper 1 or axum 0.8** ([`upgrade`], features `hyper` and `axum`):
+//!    `Upgrader::upgrade_hyper` returns the `101` response and a future yielding the
+//!    [`Conn`]; `upgrade::axum::WebSocketUpgrade` is an extractor in the style of
+//!    axum's own (`ws.protocols([..]).on_upgrade(|conn| async move { .. })`). Both
+//!    modules carry a runnable example; `examples/hyper.rs` and `examples/axum.rs` are
+//!    whole servers.
+//!
 //! The protocol itself lives in [`proto`], a sans-IO core that knows nothing of sockets.
 
 #![warn(missing_docs)]
@@ -58,6 +87,7 @@ pub mod message;
 pub mod prepared;
 pub mod proto;
 pub mod server;
+pub mod upgrade;
 
 pub use client::{Dialer, HandshakeResponse, MaybeTlsStream};
 pub use conn::{

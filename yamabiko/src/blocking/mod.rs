@@ -2,7 +2,7 @@
 //! calls, deadlines — over `std::io::Read + Write` streams.
 //!
 //! It is a thin driver over the same sans-IO core as the async [`Conn`](crate::Conn):
-//! the same [`Decoder`](crate::proto::Decoder) and encoder, the same handshake code,
+//! the same [`Decoder`] and encoder, the same handshake code,
 //! the same permessage-deflate codec, the same handlers with gorilla's defaults, and
 //! the same [`Upgrader`](crate::Upgrader) and [`Dialer`](crate::Dialer) settings. So
 //! the two drivers cannot disagree about the protocol.
