@@ -57,8 +57,9 @@ pub struct EchoArgs {
     /// seconds, or with a unit (500ms, 30s, 2m). 0 = never.
     #[arg(long, default_value = "0", value_name = "SECS", value_parser = parse_duration_or_zero)]
     idle_timeout: Duration,
-    /// Serve on the blocking API, one thread per connection (at most --max-conns).
-    #[arg(long, conflicts_with_all = ["single_thread", "tls_cert"])]
+    /// Serve on the blocking API, one thread per connection (at most --max-conns);
+    /// works with --tls-cert/--tls-key too.
+    #[arg(long, conflicts_with = "single_thread")]
     blocking: bool,
 }
 
@@ -70,6 +71,10 @@ pub fn run(args: EchoArgs) -> anyhow::Result<()> {
             upgrader: upgrader(&args),
             max_conns: args.max_conns,
             idle_timeout: args.idle_timeout,
+            tls: match (&args.tls_cert, &args.tls_key) {
+                (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
+                _ => None,
+            },
         });
     }
     let runtime = if args.single_thread {

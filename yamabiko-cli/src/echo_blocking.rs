@@ -4,12 +4,15 @@
 //! Threads are bounded by `--max-conns`: a connection beyond it is answered
 //! `503 Service Unavailable` by the accepting thread and closed. Each connection
 //! thread has a small stack; its memory is the stack plus the connection's buffers.
-//! Ctrl-C or SIGTERM ends the process (no graceful close in this mode).
+//! `--tls-cert` / `--tls-key` serve wss:// through rustls' `StreamOwned`. Ctrl-C or
+//! SIGTERM ends the process (no graceful close in this mode).
 
 use crate::limits::{ConnLimit, ConnPermit};
 use std::io::Write as _;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use yamabiko::blocking::Transport;
 use yamabiko::{CloseCode, Control, Error, Upgrader};
 
 /// Stack size of a connection thread: the echo loop needs little.
@@ -25,12 +28,16 @@ pub struct Options {
     pub max_conns: usize,
     /// Close a connection idle this long (1001); zero = never.
     pub idle_timeout: Duration,
+    /// Serve wss:// with this configuration (rustls `StreamOwned` over the TCP stream;
+    /// the TLS handshake runs within the upgrader's handshake timeout).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Runs the blocking echo server until the process is stopped.
 pub fn run(opts: Options) -> anyhow::Result<()> {
     let listener = TcpListener::bind(opts.listen)?;
-    tracing::info!(addr = %listener.local_addr()?, mode = "blocking", "echo server listening");
+    let scheme = if opts.tls.is_some() { "wss" } else { "ws" };
+    tracing::info!(addr = %listener.local_addr()?, scheme, mode = "blocking", "echo server listening");
     let limit = ConnLimit::new(opts.max_conns);
     // Runs until the process is stopped; each round accepts one connection or backs off.
     loop {
@@ -50,10 +57,20 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         let _ = tcp.set_nodelay(true);
         let upgrader = opts.upgrader.clone();
         let idle = opts.idle_timeout;
+        let tls = opts.tls.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("echo {peer}"))
             .stack_size(THREAD_STACK)
-            .spawn(move || echo(upgrader, tcp, peer, idle, permit));
+            .spawn(move || match tls {
+                None => echo(upgrader, tcp, peer, idle, permit),
+                Some(config) => match rustls::ServerConnection::new(config) {
+                    Ok(session) => {
+                        let stream = rustls::StreamOwned::new(session, tcp);
+                        echo(upgrader, stream, peer, idle, permit)
+                    }
+                    Err(e) => tracing::warn!(%peer, error = %e, "TLS session"),
+                },
+            });
         if let Err(e) = spawned {
             tracing::warn!(%peer, error = %e, "cannot start a connection thread");
         }
@@ -61,8 +78,14 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
 }
 
 /// Upgrades and echoes until the connection ends or is idle for `idle`.
-fn echo(upgrader: Upgrader, tcp: TcpStream, peer: SocketAddr, idle: Duration, _permit: ConnPermit) {
-    let mut conn = match upgrader.upgrade_blocking(tcp) {
+fn echo<S: Transport>(
+    upgrader: Upgrader,
+    stream: S,
+    peer: SocketAddr,
+    idle: Duration,
+    _permit: ConnPermit,
+) {
+    let mut conn = match upgrader.upgrade_blocking(stream) {
         Ok(c) => c,
         Err(e) => {
             tracing::debug!(%peer, error = %e, "handshake failed");

@@ -11,6 +11,11 @@ use tokio_rustls::TlsAcceptor;
 /// Loads `cert` (the certificate chain, leaf first) and `key` (PKCS#8, PKCS#1 or
 /// SEC1) into a TLS acceptor (TLS 1.2 and 1.3, the *ring* provider).
 pub fn acceptor(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
+    Ok(TlsAcceptor::from(server_config(cert, key)?))
+}
+
+/// The rustls server configuration of [`acceptor`], for blocking servers.
+pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let certs = CertificateDer::pem_file_iter(cert)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .with_context(|| format!("reading certificates from {}", cert.display()))?;
@@ -27,5 +32,5 @@ pub fn acceptor(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .context("the certificate and key do not fit together")?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    Ok(Arc::new(config))
 }
