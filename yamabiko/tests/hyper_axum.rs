@@ -175,9 +175,20 @@ async fn axum_pinger(ws: WebSocketUpgrade) -> Response {
     })
 }
 
+/// One route for a page and a socket: `Option<WebSocketUpgrade>`.
+async fn axum_page_or_socket(ws: Option<WebSocketUpgrade>) -> Response {
+    match ws {
+        Some(ws) => ws.on_upgrade(|mut conn| async move {
+            let _ = conn.write_text("socket").await;
+        }),
+        None => Response::new("page".into()),
+    }
+}
+
 async fn axum_server() -> SocketAddr {
     let app = Router::new()
         .route("/", get(axum_echo))
+        .route("/both", get(axum_page_or_socket))
         .route("/ping", get(axum_pinger))
         .route("/page", get(|| async { "the page" }));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -277,6 +288,21 @@ async fn axum_refuses_foreign_origin_and_non_websocket_requests() {
         )
         .await;
         assert!(page.starts_with("HTTP/1.1 200") && page.ends_with("the page"));
+        // Option<WebSocketUpgrade>: a page for plain requests, a socket for upgrades.
+        let both = raw(
+            addr,
+            "GET /both HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(
+            both.starts_with("HTTP/1.1 200") && both.ends_with("page"),
+            "{both}"
+        );
+        let (mut conn, _) = Dialer::new()
+            .dial(&format!("ws://{addr}/both"))
+            .await
+            .unwrap();
+        assert_eq!(conn.read_message().await.unwrap(), Message::text("socket"));
     })
     .await;
 }

@@ -28,7 +28,9 @@
 //! `Connection: upgrade`, version 13 and a valid key) and refuses with
 //! [`WebSocketUpgradeRejection`]; the policy set with the builder methods (origin,
 //! subprotocols, compression) is applied by [`on_upgrade`](WebSocketUpgrade::on_upgrade),
-//! whose response is then a `403` for a refused origin.
+//! whose response is then a `403` for a refused origin. `Option<WebSocketUpgrade>` is
+//! `None` for a request that asks for no upgrade, so one route can serve both a page
+//! and a socket.
 
 use super::hyper::{error_response, request_head, switching_response, upgrading, HyperConn};
 use crate::error::Error;
@@ -37,7 +39,7 @@ use crate::proto::handshake::{self, HandshakeError};
 use crate::server::Upgrader;
 use ::hyper::upgrade::OnUpgrade;
 use axum_core::body::Body;
-use axum_core::extract::FromRequestParts;
+use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum_core::response::{IntoResponse, Response};
 use http::request::Parts;
 use std::fmt;
@@ -188,6 +190,28 @@ impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade {
             head: request_head(&head),
             on_upgrade,
         })
+    }
+}
+
+/// `Option<WebSocketUpgrade>`: `None` for a request that asks for no upgrade (no
+/// `Upgrade: websocket`), so one route can serve a page and a socket; a request that
+/// asks for one but is malformed is still refused.
+impl<S: Send + Sync> OptionalFromRequestParts<S> for WebSocketUpgrade {
+    type Rejection = WebSocketUpgradeRejection;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        let wants_upgrade = handshake::header_tokens(&parts.headers, "upgrade")
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case("websocket"));
+        if !wants_upgrade {
+            return Ok(None);
+        }
+        <Self as FromRequestParts<S>>::from_request_parts(parts, state)
+            .await
+            .map(Some)
     }
 }
 
