@@ -25,6 +25,8 @@ pub struct ReadHalf<S> {
     /// A duplicate handle to read from without the write lock, when the transport has
     /// one ([`Transport::duplicate`]).
     own: Option<S>,
+    /// The read timeout last given to `own` (`None`: not known).
+    own_timeout: Option<Option<Duration>>,
     buf: BytesMut,
     read_buffer_size: usize,
     decoder: Decoder,
@@ -50,6 +52,7 @@ impl<S> ReadHalf<S> {
         ReadHalf {
             shared,
             own,
+            own_timeout: None,
             buf: leftover,
             read_buffer_size: read_buffer_size.max(256),
             decoder,
@@ -210,9 +213,15 @@ impl<S: Transport> ReadHalf<S> {
             let timeout = timeout_until(self.deadline)?;
             self.buf.resize(start + self.read_buffer_size, 0);
             let result = match &mut self.own {
-                Some(io) => io
-                    .set_read_timeout(timeout)
-                    .and_then(|()| io.read(&mut self.buf[start..])),
+                Some(io) => {
+                    let set = if self.own_timeout == Some(timeout) {
+                        Ok(())
+                    } else {
+                        self.own_timeout = Some(timeout);
+                        io.set_read_timeout(timeout)
+                    };
+                    set.and_then(|()| io.read(&mut self.buf[start..]))
+                }
                 None => {
                     let mut g = self.shared.lock();
                     let slice = timeout.map_or(SHARED_READ_SLICE, |t| t.min(SHARED_READ_SLICE));

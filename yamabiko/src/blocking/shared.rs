@@ -41,6 +41,9 @@ pub(crate) struct WriteState<S> {
     /// A close frame was queued: no more frames may follow (§5.5.1).
     pub(crate) close_sent: bool,
     failed: Option<io::ErrorKind>,
+    /// The write timeout last given to the transport (`None`: not known), to skip the
+    /// system call when it does not change.
+    write_timeout: Option<Option<Duration>>,
 }
 
 /// State shared by the halves of one blocking connection.
@@ -57,6 +60,7 @@ impl<S> Shared<S> {
                 pending: BytesMut::new(),
                 close_sent: false,
                 failed: None,
+                write_timeout: None,
             }),
             role,
         }
@@ -111,7 +115,10 @@ impl<S: Transport> WriteState<S> {
         // Bounded: every round writes at least one byte or returns.
         loop {
             let timeout = timeout_until(deadline)?;
-            self.io.set_write_timeout(timeout)?;
+            if self.write_timeout != Some(timeout) {
+                self.io.set_write_timeout(timeout)?;
+                self.write_timeout = Some(timeout);
+            }
             let written = if self.pending.is_empty() {
                 match self.io.flush() {
                     Ok(()) => break,
