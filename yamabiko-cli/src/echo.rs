@@ -9,14 +9,16 @@
 use clap::Args;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::future::Future;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::either::Either;
 use tokio_util::task::TaskTracker;
-use yamabiko::{CloseCode, Control, Error, Upgrader};
+use yamabiko::{CloseCode, Conn, Control, Error, Message, Upgrader};
 
-use crate::limits::{parse_duration_or_zero, shutdown_signal, ConnLimit};
+use crate::limits::{parse_duration_or_zero, shutdown_signal, ConnLimit, ConnPermit};
 
 /// How long a shutting-down server waits for its close handshakes (and an idle
 /// connection's close handshake may take) before dropping the connections.
@@ -129,21 +131,15 @@ async fn serve(args: EchoArgs) -> anyhow::Result<()> {
         let upgrader = upgrader.clone();
         let tls = tls.clone();
         let shutdown = shutdown.clone();
-        tracker.spawn(async move {
-            let _permit = permit;
-            let Some(acceptor) = tls else {
-                return echo(upgrader, tcp, peer, idle, shutdown).await;
-            };
-            let accepted = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                a = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)) => a,
-            };
-            match accepted {
-                Ok(Ok(stream)) => echo(upgrader, stream, peer, idle, shutdown).await,
-                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-            }
-        });
+        let task = match tls {
+            None => Either::Left(echo(upgrader, tcp, peer, idle, shutdown, permit)),
+            // Boxed: a TLS session is large, and plain connections should not pay
+            // for it in every task.
+            Some(acceptor) => Either::Right(Box::pin(echo_tls(
+                acceptor, upgrader, tcp, peer, idle, shutdown, permit,
+            ))),
+        };
+        tracker.spawn(task);
     }
     drop(listener);
     tracker.close();
@@ -156,28 +152,97 @@ async fn serve(args: EchoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Upgrades `stream` (TCP or TLS) and echoes until the connection ends, it is idle
-/// for `idle` (unless zero), or `shutdown` fires; the last two close it with 1001.
-async fn echo<S>(
+/// Completes the TLS handshake (bounded in time), then echoes.
+async fn echo_tls(
+    acceptor: tokio_rustls::TlsAcceptor,
+    upgrader: Upgrader,
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    idle: Duration,
+    shutdown: CancellationToken,
+    permit: ConnPermit,
+) {
+    let accepted = tokio::select! {
+        _ = shutdown.cancelled() => return,
+        a = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)) => a,
+    };
+    match accepted {
+        Ok(Ok(stream)) => echo(upgrader, stream, peer, idle, shutdown, permit).await,
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+    }
+}
+
+/// Upgrades `stream` (TCP or TLS) and echoes (see [`echo_loop`]).
+///
+/// A plain function returning the task, so that the task holds little besides the
+/// connection — a connection's memory is mostly this future. The handshake runs
+/// boxed and its memory is freed before the echo starts; arguments of an `async fn`
+/// would stay in the future for its whole life.
+fn echo<S>(
     upgrader: Upgrader,
     stream: S,
     peer: SocketAddr,
     idle: Duration,
     shutdown: CancellationToken,
-) where
+    permit: ConnPermit,
+) -> impl Future<Output = ()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let upgrading = Box::pin(upgrade(upgrader, stream, peer, shutdown.clone()));
+    async move {
+        let _permit = &permit;
+        // No named Option<Conn> here: it would keep a second connection-sized slot.
+        let mut conn = {
+            let upgrading = upgrading;
+            match upgrading.await {
+                Some(conn) => conn,
+                None => return,
+            }
+        };
+        let reason = echo_loop(&mut conn, peer, idle, &shutdown).await;
+        if let Some(reason) = reason {
+            conn.set_read_deadline(None);
+            match Box::pin(conn.close_with(CloseCode::GOING_AWAY, reason, SHUTDOWN_GRACE)).await
+            {
+                Ok(()) => tracing::debug!(%peer, reason, "closed"),
+                Err(e) => tracing::debug!(%peer, reason, error = %e, "close handshake incomplete"),
+            }
+        }
+    }
+}
+
+/// The handshake, or `None` (logged) if it failed or the server is shutting down.
+async fn upgrade<S>(
+    upgrader: Upgrader,
+    stream: S,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) -> Option<Conn<S>>
+where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let upgraded = tokio::select! {
-        _ = shutdown.cancelled() => return,
+        _ = shutdown.cancelled() => return None,
         r = upgrader.upgrade(stream) => r,
     };
-    let mut conn = match upgraded {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::debug!(%peer, error = %e, "handshake failed");
-            return;
-        }
-    };
+    upgraded
+        .inspect_err(|e| tracing::debug!(%peer, error = %e, "handshake failed"))
+        .ok()
+}
+
+/// Echoes until the connection ends (`None`), or it is idle for `idle` (unless zero)
+/// or `shutdown` fires: then the reason to close it with 1001.
+async fn echo_loop<S>(
+    conn: &mut Conn<S>,
+    peer: SocketAddr,
+    idle: Duration,
+    shutdown: &CancellationToken,
+) -> Option<&'static str>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let deadline = move || (!idle.is_zero()).then(|| Instant::now() + idle);
     if !idle.is_zero() {
         // A ping counts as activity: answer it (the default) and move the deadline.
@@ -187,39 +252,64 @@ async fn echo<S>(
             Ok(())
         });
     }
-    // read_message and write_message are cancel-safe: dropping them in select! loses
-    // nothing, and a half-written frame is finished before the close frame.
+    // read_message and flush are cancel-safe: dropping them in select! loses nothing,
+    // and a half-written frame is finished before the close frame.
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
     let reason = loop {
-        conn.set_read_deadline(deadline());
+        if !idle.is_zero() {
+            conn.set_read_deadline(deadline());
+        }
         let msg = tokio::select! {
-            _ = shutdown.cancelled() => break "server shutting down",
+            biased;
             r = conn.read_message() => match r {
                 Ok(m) => m,
                 Err(Error::Timeout) => break "idle timeout",
                 Err(e) => {
                     log_end(peer, &e);
-                    return;
+                    return None;
                 }
             },
+            _ = &mut cancelled => break "server shutting down",
         };
-        let written = tokio::select! {
-            _ = shutdown.cancelled() => break "server shutting down",
-            r = conn.write_message(msg) => r,
+        // Echo every message that is already here, then flush them all at once: one
+        // write system call for a burst of small messages instead of one each.
+        let mut batch = msg.len();
+        let mut next = Some(msg);
+        while let Some(msg) = next.take() {
+            if let Err(e) = conn.queue_message(msg) {
+                log_end(peer, &e);
+                return None;
+            }
+            if batch >= MAX_BATCH_BYTES || !conn.has_buffered_input() {
+                break;
+            }
+            next = tokio::select! {
+                biased;
+                r = conn.read_message() => match r {
+                    Ok(m) => Some(m),
+                    // Send what is queued first; the next read reports the error again.
+                    Err(_) => None,
+                },
+                _ = std::future::ready(()) => None,
+            };
+            batch += next.as_ref().map_or(0, Message::len);
+        }
+        let flushed = tokio::select! {
+            biased;
+            r = conn.flush() => r,
+            _ = &mut cancelled => break "server shutting down",
         };
-        if let Err(e) = written {
+        if let Err(e) = flushed {
             log_end(peer, &e);
-            return;
+            return None;
         }
     };
-    conn.set_read_deadline(None);
-    match conn
-        .close_with(CloseCode::GOING_AWAY, reason, SHUTDOWN_GRACE)
-        .await
-    {
-        Ok(()) => tracing::debug!(%peer, reason, "closed"),
-        Err(e) => tracing::debug!(%peer, reason, error = %e, "close handshake incomplete"),
-    }
+    Some(reason)
 }
+
+/// Echoes queued without a flush stop at this many payload bytes.
+const MAX_BATCH_BYTES: usize = 256 * 1024;
 
 fn log_end(peer: SocketAddr, e: &Error) {
     if yamabiko::is_unexpected_close_error(e, &[CloseCode::NORMAL, CloseCode::GOING_AWAY]) {

@@ -250,6 +250,11 @@ impl<S> Conn<S> {
         self.read.subprotocol()
     }
 
+    /// Whether received bytes wait to be decoded. See [`ReadHalf::has_buffered_input`].
+    pub fn has_buffered_input(&self) -> bool {
+        self.read.has_buffered_input()
+    }
+
     /// Sets the read deadline. See [`ReadHalf::set_read_deadline`].
     pub fn set_read_deadline(&mut self, deadline: Option<Instant>) {
         self.read.set_read_deadline(deadline);

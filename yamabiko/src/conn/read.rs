@@ -25,6 +25,10 @@ const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 /// reads the pongs is pushed back by TCP instead of growing the queue without bound.
 const MAX_UNSENT_REPLIES: usize = 64 * 1024;
 
+/// Most bytes reserved at once for the rest of a frame. Pages are only touched as
+/// bytes arrive, so this bounds address space, not memory in use.
+const MAX_FRAME_RESERVE: usize = 16 << 20;
+
 /// The receiving half of a connection. Obtained from [`Conn::split`](crate::Conn::split);
 /// [`Conn`](crate::Conn) offers the same methods.
 pub struct ReadHalf<S> {
@@ -37,9 +41,10 @@ pub struct ReadHalf<S> {
     replies: Vec<Control>,
     flush_id: u64,
     reply_pending: bool,
-    ending: Option<Sticky>,
+    ending: Option<Box<Sticky>>,
     ending_deadline: Deadline,
-    sticky: Option<Sticky>,
+    /// Boxed (with `ending`): rare, and an idle connection should be small.
+    sticky: Option<Box<Sticky>>,
     partial: BytesMut,
     partial_kind: Option<MessageKind>,
     discarding: bool,
@@ -118,6 +123,13 @@ impl<S> ReadHalf<S> {
         self.subprotocol.as_deref()
     }
 
+    /// Whether bytes already received wait to be decoded, so that the next read may
+    /// complete without the transport. An echo or relay uses it to gather replies to
+    /// a burst of messages into one flush.
+    pub fn has_buffered_input(&self) -> bool {
+        !self.buf.is_empty() || self.decoder.has_pending_output()
+    }
+
     pub(crate) fn set_decompressor(&mut self, inflater: crate::proto::deflate::Decompressor) {
         self.decoder.set_decompressor(inflater);
     }
@@ -147,8 +159,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ReadHalf<S> {
 
     pub(crate) fn poll_read_message(&mut self, cx: &mut Context<'_>) -> Poll<Result<Message>> {
         if self.discarding {
+            self.decoder.set_whole_frames(false);
             ready!(self.poll_discard(cx))?;
         }
+        // The message is collected whole anyway: take each frame in one piece.
+        self.decoder.set_whole_frames(true);
         loop {
             let (kind, payload, last) = ready!(self.poll_chunk(cx))?;
             if last && self.partial_kind.is_none() {
@@ -168,6 +183,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ReadHalf<S> {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<(MessageKind, Bytes, bool)>> {
+        // Streaming: pieces as they arrive, in constant memory.
+        self.decoder.set_whole_frames(false);
         if self.discarding {
             ready!(self.poll_discard(cx))?;
         }
@@ -228,7 +245,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ReadHalf<S> {
                     }
                 }
             }
-            match self.decoder.decode(&mut self.buf) {
+            let decoded = if self.buf.is_empty() && !self.decoder.has_pending_output() {
+                Ok(None) // nothing to decode: don't even ask
+            } else {
+                self.decoder.decode(&mut self.buf)
+            };
+            match decoded {
                 Err(e) => {
                     self.fail_protocol(e);
                     return self.poll_ending(cx);
@@ -254,19 +276,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ReadHalf<S> {
                 }
                 Ok(Some(Incoming::Close(frame))) => {
                     let r = self.run_handler(|h, ctx| h.on_close(ctx, frame.as_ref()));
-                    self.ending = Some(Sticky::after_close(frame, &r));
+                    self.ending = Some(Box::new(Sticky::after_close(frame, &r)));
                     return self.poll_ending(cx);
                 }
                 Ok(None) => {}
             }
-            if self.buf.capacity() - self.buf.len() < self.read_buffer_size / 4 {
-                self.buf.reserve(self.read_buffer_size);
-            }
-            match self.shared.poll_read_into(cx, &mut self.buf) {
+            match self.poll_fill(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(0)) => {
                     let closed = Error::abnormal_closure();
-                    self.sticky = Some(Sticky::Closed(CloseFrame::new(CloseCode::ABNORMAL, "")));
+                    self.sticky = Some(Box::new(Sticky::Closed(CloseFrame::new(
+                        CloseCode::ABNORMAL,
+                        "",
+                    ))));
                     return Poll::Ready(Err(closed));
                 }
                 Poll::Ready(Ok(_)) => {}
@@ -275,8 +297,38 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ReadHalf<S> {
         }
     }
 
+    /// Reads more bytes. A connection with nothing buffered reads through the thread's
+    /// scratch buffer and so holds no read buffer while idle; a frame larger than a
+    /// read is read straight into a buffer of its size, so whole-frame payloads need
+    /// no copy.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let missing = self
+            .decoder
+            .frame_remaining()
+            .map_or(0, |r| r.saturating_sub(self.buf.len() as u64));
+        let missing = usize::try_from(missing).unwrap_or(usize::MAX);
+        if self.buf.is_empty() && missing < self.read_buffer_size {
+            // Drop the old buffer first: what is still in use lives on in messages.
+            self.buf = BytesMut::new();
+            let fresh = ready!(self.shared.poll_read_fresh(cx, self.read_buffer_size))?;
+            let n = fresh.len();
+            self.buf = fresh;
+            return Poll::Ready(Ok(n));
+        }
+        let spare = self.buf.capacity() - self.buf.len();
+        if missing > spare {
+            // The rest of a large frame: room for all of it (bounded by the frame
+            // limit, already checked), or at least a normal read.
+            self.buf
+                .reserve(missing.min(MAX_FRAME_RESERVE).max(self.read_buffer_size));
+        } else if spare < self.read_buffer_size / 4 {
+            self.buf.reserve(self.read_buffer_size);
+        }
+        self.shared.poll_read_into(cx, &mut self.buf)
+    }
+
     fn fail_io(&mut self, e: io::Error) -> Error {
-        self.sticky = Some(Sticky::Io(e.kind(), e.to_string()));
+        self.sticky = Some(Box::new(Sticky::Io(e.kind(), e.to_string())));
         Error::Io(e)
     }
 
@@ -298,7 +350,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ReadHalf<S> {
             );
         }
         drop(g);
-        self.ending = Some(Sticky::Protocol(e));
+        self.ending = Some(Box::new(Sticky::Protocol(e)));
     }
 
     /// Gets the last close frame out (bounded in time), then reports the ending error.
@@ -318,7 +370,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ReadHalf<S> {
         let sticky = self
             .ending
             .take()
-            .unwrap_or(Sticky::Closed(CloseFrame::new(CloseCode::ABNORMAL, "")));
+            .unwrap_or_else(|| {
+                Box::new(Sticky::Closed(CloseFrame::new(CloseCode::ABNORMAL, "")))
+            });
         let err = sticky.to_error();
         self.sticky = Some(sticky);
         Poll::Ready(Err(err))

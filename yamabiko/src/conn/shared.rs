@@ -17,9 +17,11 @@ use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
+use std::cell::RefCell;
+use std::mem::MaybeUninit;
 use std::sync::{Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
-use tokio::io::{AsyncRead, AsyncWrite};
+use std::task::{ready, Context, Poll, Waker};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Payloads at least this large are queued by reference instead of copied (server side;
 /// a client must copy to mask).
@@ -100,18 +102,20 @@ impl WriteQueue {
                 if front.is_empty() {
                     self.chunks.pop_front();
                 }
+            } else if n >= self.staging.len() {
+                self.staging.clear(); // the usual case: everything went; freed below
+                break;
             } else {
-                let take = n.min(self.staging.len());
-                self.staging.advance(take);
-                n -= take;
-                if take == 0 {
-                    break;
-                }
+                self.staging.advance(n);
+                break;
             }
         }
-        if self.staging.is_empty() && self.staging.capacity() > 64 * 1024 {
-            // Don't keep a large buffer around after a burst.
+        if self.is_empty() {
+            // Everything went out: hold no memory while the connection is quiet.
             self.staging = BytesMut::new();
+            if self.chunks.capacity() > 0 {
+                self.chunks = VecDeque::new();
+            }
         }
     }
 }
@@ -267,7 +271,10 @@ impl<S: AsyncWrite + Unpin> Shared<S> {
                     Poll::Ready(r) => break r,
                 }
             }
-            let written = if g.io.is_write_vectored() {
+            let written = if g.queue.chunks.is_empty() {
+                // The common case (small frames, all in staging): one plain write.
+                Pin::new(&mut g.io).poll_write(cx, &g.queue.staging)
+            } else if g.io.is_write_vectored() {
                 let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
                 let mut n = 0;
                 for c in g.queue.chunks.iter().take(MAX_IOVECS - 1) {
@@ -310,7 +317,42 @@ impl<S: AsyncWrite + Unpin> Shared<S> {
     }
 }
 
+thread_local! {
+    /// Where an idle connection reads: it owns no buffer until bytes arrive.
+    static SCRATCH: RefCell<Vec<MaybeUninit<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
 impl<S: AsyncRead + Unpin> Shared<S> {
+    /// Reads at most `max` bytes from the transport into a fresh buffer of exactly the
+    /// size that arrived (empty at end of stream). Until something arrives no memory
+    /// is held for the connection: the read goes through a buffer of the thread's.
+    pub(crate) fn poll_read_fresh(
+        &self,
+        cx: &mut Context<'_>,
+        max: usize,
+    ) -> Poll<io::Result<BytesMut>> {
+        let via_scratch = SCRATCH.try_with(|scratch| {
+            // Busy if re-entered from inside a transport's poll_read.
+            let mut scratch = scratch.try_borrow_mut().ok()?;
+            if scratch.len() < max {
+                scratch.resize(max, MaybeUninit::uninit());
+            }
+            let mut read_buf = ReadBuf::uninit(&mut scratch[..max]);
+            let mut g = self.lock();
+            Some(match Pin::new(&mut g.io).poll_read(cx, &mut read_buf) {
+                Poll::Ready(Ok(())) => Poll::Ready(Ok(BytesMut::from(read_buf.filled()))),
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            })
+        });
+        if let Ok(Some(polled)) = via_scratch {
+            return polled;
+        }
+        let mut buf = BytesMut::with_capacity(max);
+        ready!(self.poll_read_into(cx, &mut buf))?;
+        Poll::Ready(Ok(buf))
+    }
+
     /// Reads from the transport into the spare capacity of `buf`.
     pub(crate) fn poll_read_into(
         &self,

@@ -27,7 +27,8 @@ pub struct WriteHalf<S> {
     flush_id: u64,
     write_buffer_size: usize,
     pub(crate) subprotocol: Option<String>,
-    compression: Option<WriteCompression>,
+    /// Boxed: most connections never compress, and an idle one should be small.
+    compression: Option<Box<WriteCompression>>,
 }
 
 /// permessage-deflate state of the sending side.
@@ -55,11 +56,11 @@ impl<S> WriteHalf<S> {
     }
 
     pub(crate) fn set_compressor(&mut self, compressor: Compressor, threshold: usize) {
-        self.compression = Some(WriteCompression {
+        self.compression = Some(Box::new(WriteCompression {
             compressor,
             enabled: true,
             threshold,
-        });
+        }));
     }
 
     /// Turns compression of outgoing messages on or off (gorilla's

@@ -2,9 +2,12 @@
 //!
 //! The decoder takes bytes from the connection's read buffer and yields [`Incoming`]
 //! items. Payloads are unmasked in place and handed out as `Bytes` slices of the read
-//! buffer — no copy. A data frame's payload is yielded as soon as any of it has arrived,
-//! so a message of any size streams through constant memory; control frames (≤125
-//! bytes) are yielded whole and may arrive between the fragments of a message (§5.4).
+//! buffer — no copy. By default a data frame's payload is yielded as soon as any of it
+//! has arrived, so a message of any size streams through constant memory; with
+//! [`Decoder::set_whole_frames`] an uncompressed frame is yielded once it is complete,
+//! as one slice (unmasked and UTF-8-checked in place as its bytes arrive, so errors
+//! are still found early). Control frames (≤125 bytes) are yielded whole and may
+//! arrive between the fragments of a message (§5.4).
 //!
 //! Everything the RFC requires of a receiver is checked here: masking direction (§5.1),
 //! reserved bits and opcodes (§5.2), control frame rules (§5.5), fragmentation order
@@ -59,8 +62,13 @@ pub enum Incoming {
 #[derive(Debug, Clone, Copy)]
 struct FrameInProgress {
     header: FrameHeader,
+    /// Payload bytes not yet yielded (some may wait in the buffer, see `scanned`).
     remaining: u64,
+    /// Payload bytes already yielded: the mask position of the buffer's first byte.
     offset: usize,
+    /// Bytes at the front of the buffer already unmasked and checked, waiting for the
+    /// rest of the frame (whole-frame mode).
+    scanned: usize,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -87,8 +95,10 @@ pub struct Decoder {
     message: Option<MessageInProgress>,
     utf8: Utf8Validator,
     closed: bool,
-    inflater: Option<Decompressor>,
+    /// Boxed: most connections never compress, and an idle one should be small.
+    inflater: Option<Box<Decompressor>>,
     inflating: Option<PendingInflate>,
+    whole_frames: bool,
 }
 
 impl Decoder {
@@ -102,13 +112,14 @@ impl Decoder {
             closed: false,
             inflater: None,
             inflating: None,
+            whole_frames: false,
         }
     }
 
     /// Enables permessage-deflate: RSV1 on a message's first frame now means
     /// "compressed", and such messages are inflated (bounded by the message limit).
     pub fn set_decompressor(&mut self, inflater: Decompressor) {
-        self.inflater = Some(inflater);
+        self.inflater = Some(Box::new(inflater));
     }
 
     /// Changes the message size limit (gorilla's `SetReadLimit`).
@@ -121,9 +132,28 @@ impl Decoder {
         &self.config
     }
 
+    /// Yield each uncompressed data frame whole (one `Bytes`) instead of piece by
+    /// piece as it arrives. For callers that collect whole messages anyway: a frame
+    /// read into one buffer needs no copy. Can be switched at any time.
+    pub fn set_whole_frames(&mut self, whole: bool) {
+        self.whole_frames = whole;
+    }
+
+    /// Payload bytes of the current data frame not yet yielded, counting those
+    /// already in the buffer: a hint for how much to read next. `None` between frames.
+    pub fn frame_remaining(&self) -> Option<u64> {
+        self.frame.map(|f| f.remaining)
+    }
+
     /// Whether a data message has started and not yet ended.
     pub fn in_message(&self) -> bool {
         self.message.is_some()
+    }
+
+    /// Whether compressed input already taken from the buffer still has output to give
+    /// (the next `decode` may yield data without new bytes).
+    pub fn has_pending_output(&self) -> bool {
+        self.inflating.is_some()
     }
 
     /// Whether a close frame has been decoded (nothing after it is read).
@@ -166,19 +196,20 @@ impl Decoder {
                 if buf.len() < total {
                     return Ok(None);
                 }
-                let _ = buf.split_to(header_len);
-                let mut payload = buf.split_to(header.len as usize);
+                buf.advance(header_len);
+                let mut payload = take_front(buf, header.len as usize);
                 if let Some(key) = header.mask {
                     apply_mask(&mut payload, key, 0);
                 }
                 return self.control(header.opcode, payload.freeze()).map(Some);
             }
-            let _ = buf.split_to(header_len);
+            buf.advance(header_len);
             self.start_data_frame(header)?;
             let frame = FrameInProgress {
                 header,
                 remaining: header.len,
                 offset: 0,
+                scanned: 0,
             };
             if header.len == 0 {
                 if self.message.is_some_and(|m| m.compressed) {
@@ -271,13 +302,23 @@ impl Decoder {
         if available == 0 {
             return Ok(None);
         }
-        let mut chunk = buf.split_to(available);
-        if let Some(key) = frame.header.mask {
-            apply_mask(&mut chunk, key, frame.offset);
+        let compressed = self.message.is_some_and(|m| m.compressed);
+        let kind = self.message.map_or(MessageKind::Binary, |m| m.kind);
+        if self.whole_frames && !compressed && (available as u64) < frame.remaining {
+            // Not all here yet: unmask and check what is new, in place, and wait.
+            if available > frame.scanned {
+                self.scan(&frame, &mut buf[frame.scanned..available], kind)?;
+                frame.scanned = available;
+            }
+            self.frame = Some(frame);
+            return Ok(None);
         }
+        let mut chunk = take_front(buf, available);
+        self.scan(&frame, &mut chunk[frame.scanned..], kind)?;
+        frame.scanned = 0;
         frame.remaining -= available as u64;
         frame.offset += available;
-        if self.message.is_some_and(|m| m.compressed) {
+        if compressed {
             let frame_done = frame.remaining == 0;
             self.frame = (!frame_done).then_some(frame);
             self.inflating = Some(PendingInflate {
@@ -285,12 +326,6 @@ impl Decoder {
                 fin: frame_done && frame.header.fin,
             });
             return self.inflate_step();
-        }
-        let kind = self.message.map_or(MessageKind::Binary, |m| m.kind);
-        if kind == MessageKind::Text {
-            self.utf8
-                .feed(&chunk)
-                .map_err(|_| ProtocolError::InvalidUtf8)?;
         }
         if frame.remaining > 0 {
             self.frame = Some(frame);
@@ -309,6 +344,26 @@ impl Decoder {
             payload: chunk.freeze(),
             last: false,
         }))
+    }
+
+    /// Unmasks `bytes`, which start `frame.scanned` bytes past the frame's unyielded
+    /// part, and checks them as UTF-8 when they are uncompressed text.
+    fn scan(
+        &mut self,
+        frame: &FrameInProgress,
+        bytes: &mut [u8],
+        kind: MessageKind,
+    ) -> Result<(), ProtocolError> {
+        if let Some(key) = frame.header.mask {
+            apply_mask(bytes, key, frame.offset + frame.scanned);
+        }
+        let compressed = self.message.is_some_and(|m| m.compressed);
+        if kind == MessageKind::Text && !compressed {
+            self.utf8
+                .feed(bytes)
+                .map_err(|_| ProtocolError::InvalidUtf8)?;
+        }
+        Ok(())
     }
 
     /// Inflates pending compressed input, at most [`INFLATE_CHUNK`] bytes of output at a
@@ -396,6 +451,16 @@ impl Decoder {
                 Incoming::Close(frame)
             }
         })
+    }
+}
+
+/// The first `n` bytes of `buf`, without copying. Taking the whole buffer hands over
+/// its allocation as is; a split would first have to make it shareable.
+fn take_front(buf: &mut BytesMut, n: usize) -> BytesMut {
+    if n == buf.len() {
+        std::mem::take(buf)
+    } else {
+        buf.split_to(n)
     }
 }
 

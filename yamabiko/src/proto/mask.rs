@@ -7,6 +7,12 @@
 /// payload can be unmasked chunk by chunk as it arrives). Masking twice unmasks.
 pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
     let key = rotate(key, offset);
+    if buf.len() < 64 {
+        // Small payloads (most chat-sized messages): building the 64-byte pattern
+        // would cost more than the XOR itself, so go a word at a time.
+        apply_mask_words(buf, key);
+        return;
+    }
     let mut pattern = [0u8; 64];
     for (i, b) in pattern.iter_mut().enumerate() {
         *b = key[i & 3];
@@ -17,8 +23,23 @@ pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
             *b ^= k;
         }
     }
-    for (b, k) in chunks.into_remainder().iter_mut().zip(pattern.iter()) {
-        *b ^= k;
+    apply_mask_words(chunks.into_remainder(), key);
+}
+
+/// Eight bytes at a time, then the tail byte by byte; `buf` starts at key byte 0.
+fn apply_mask_words(buf: &mut [u8], key: [u8; 4]) {
+    // The key repeated twice, in memory order whatever the endianness.
+    let k = u64::from(u32::from_ne_bytes(key));
+    let wide = k | (k << 32);
+    let mut words = buf.chunks_exact_mut(8);
+    for w in &mut words {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(w);
+        let x = u64::from_ne_bytes(bytes) ^ wide;
+        w.copy_from_slice(&x.to_ne_bytes());
+    }
+    for (i, b) in words.into_remainder().iter_mut().enumerate() {
+        *b ^= key[i & 3];
     }
 }
 
