@@ -7,14 +7,14 @@
 //! handshakes, and exits 0.
 
 use clap::Args;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::future::Future;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tokio_util::either::Either;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use yamabiko::{CloseCode, Conn, Control, Error, Message, Upgrader};
 
@@ -204,8 +204,7 @@ where
         let reason = echo_loop(&mut conn, peer, idle, &shutdown).await;
         if let Some(reason) = reason {
             conn.set_read_deadline(None);
-            match Box::pin(conn.close_with(CloseCode::GOING_AWAY, reason, SHUTDOWN_GRACE)).await
-            {
+            match Box::pin(conn.close_with(CloseCode::GOING_AWAY, reason, SHUTDOWN_GRACE)).await {
                 Ok(()) => tracing::debug!(%peer, reason, "closed"),
                 Err(e) => tracing::debug!(%peer, reason, error = %e, "close handshake incomplete"),
             }
@@ -286,11 +285,8 @@ where
             }
             next = tokio::select! {
                 biased;
-                r = conn.read_message() => match r {
-                    Ok(m) => Some(m),
-                    // Send what is queued first; the next read reports the error again.
-                    Err(_) => None,
-                },
+                // On an error, send what is queued first; the next read reports it again.
+                r = conn.read_message() => r.ok(),
                 _ = std::future::ready(()) => None,
             };
             batch += next.as_ref().map_or(0, Message::len);

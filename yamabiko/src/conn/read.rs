@@ -370,9 +370,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ReadHalf<S> {
         let sticky = self
             .ending
             .take()
-            .unwrap_or_else(|| {
-                Box::new(Sticky::Closed(CloseFrame::new(CloseCode::ABNORMAL, "")))
-            });
+            .unwrap_or_else(|| Box::new(Sticky::Closed(CloseFrame::new(CloseCode::ABNORMAL, ""))));
         let err = sticky.to_error();
         self.sticky = Some(sticky);
         Poll::Ready(Err(err))

@@ -14,11 +14,11 @@
 use crate::proto::encoder::{encode_frame, encode_header, header};
 use crate::proto::{OpCode, Role};
 use bytes::{Buf, Bytes, BytesMut};
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
-use std::pin::Pin;
-use std::cell::RefCell;
 use std::mem::MaybeUninit;
+use std::pin::Pin;
 use std::sync::{Mutex, MutexGuard};
 use std::task::{ready, Context, Poll, Waker};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};

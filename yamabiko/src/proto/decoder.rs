@@ -518,6 +518,57 @@ mod tests {
     }
 
     #[test]
+    fn whole_frames_yield_each_frame_in_one_piece_whatever_the_chunking() {
+        let text = "ab\u{e9}cd\u{1F600}".repeat(40);
+        let mut wire = masked(OpCode::Text, false, &text.as_bytes()[..100]);
+        wire.extend(masked(OpCode::Continuation, true, &text.as_bytes()[100..]));
+        for step in [1, 3, 7, 64, 1000] {
+            let mut d = server();
+            d.set_whole_frames(true);
+            let items = run(&mut d, &wire, step).unwrap();
+            assert_eq!(items.len(), 2, "step {step}: one item per frame");
+            assert_eq!(
+                messages(&items),
+                vec![(MessageKind::Text, text.as_bytes().to_vec())]
+            );
+        }
+    }
+
+    #[test]
+    fn whole_frames_still_fail_fast_on_invalid_utf8() {
+        let mut payload = vec![b'a'; 1000];
+        payload[10] = 0xff;
+        let wire = masked(OpCode::Text, true, &payload);
+        let mut d = server();
+        d.set_whole_frames(true);
+        let mut buf = BytesMut::from(&wire[..40]); // the frame is far from complete
+        assert_eq!(d.decode(&mut buf), Err(ProtocolError::InvalidUtf8));
+    }
+
+    #[test]
+    fn switching_from_whole_frames_to_pieces_mid_frame_loses_nothing() {
+        let payload: Vec<u8> = (0..500u32).map(|i| (i * 7) as u8).collect();
+        let wire = masked(OpCode::Binary, true, &payload);
+        let mut d = server();
+        d.set_whole_frames(true);
+        let mut buf = BytesMut::from(&wire[..200]);
+        assert_eq!(d.decode(&mut buf), Ok(None)); // waits, unmasked in place
+        assert_eq!(d.frame_remaining(), Some(500));
+        d.set_whole_frames(false);
+        let mut items = Vec::new();
+        while let Some(item) = d.decode(&mut buf).unwrap() {
+            items.push(item);
+        }
+        buf.extend_from_slice(&wire[200..]);
+        while let Some(item) = d.decode(&mut buf).unwrap() {
+            items.push(item);
+        }
+        assert_eq!(items.len(), 2);
+        assert_eq!(messages(&items), vec![(MessageKind::Binary, payload)]);
+        assert_eq!(d.frame_remaining(), None);
+    }
+
+    #[test]
     fn fragmented_text_with_interleaved_ping_in_any_chunking() {
         let mut wire = masked(OpCode::Text, false, "Hel".as_bytes());
         wire.extend(masked(OpCode::Ping, true, b"p"));
