@@ -88,6 +88,7 @@ pub mod prepared;
 pub mod proto;
 pub mod server;
 pub mod upgrade;
+mod write_compression;
 
 pub use client::{Dialer, HandshakeResponse, MaybeTlsStream};
 pub use conn::{

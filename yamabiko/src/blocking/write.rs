@@ -8,6 +8,7 @@ use crate::message::{Control, Message};
 use crate::proto::deflate::Compressor;
 use crate::proto::utf8::Utf8Validator;
 use crate::proto::{MessageKind, OpCode, Role};
+use crate::write_compression::WriteCompression;
 use bytes::{Bytes, BytesMut};
 use std::io::{self, Write};
 use std::sync::Arc;
@@ -19,15 +20,8 @@ pub struct WriteHalf<S> {
     deadline: Option<Instant>,
     write_buffer_size: usize,
     subprotocol: Option<String>,
-    compression: Option<WriteCompression>,
-}
-
-/// permessage-deflate state of the sending side (the same policy as the async
-/// driver's: compress when enabled and the message reaches the threshold).
-struct WriteCompression {
-    compressor: Compressor,
-    enabled: bool,
-    threshold: usize,
+    /// Boxed: most connections never compress.
+    compression: Option<Box<WriteCompression>>,
 }
 
 impl<S> WriteHalf<S> {
@@ -46,11 +40,7 @@ impl<S> WriteHalf<S> {
     }
 
     pub(crate) fn set_compressor(&mut self, compressor: Compressor, threshold: usize) {
-        self.compression = Some(WriteCompression {
-            compressor,
-            enabled: true,
-            threshold,
-        });
+        self.compression = Some(Box::new(WriteCompression::new(compressor, threshold)));
     }
 
     /// Sets the write deadline: once it passes, writes fail with [`Error::Timeout`] until
@@ -75,14 +65,14 @@ impl<S> WriteHalf<S> {
     /// Turns compression of outgoing messages on or off (when negotiated).
     pub fn enable_write_compression(&mut self, enable: bool) {
         if let Some(c) = &mut self.compression {
-            c.enabled = enable;
+            c.set_enabled(enable);
         }
     }
 
     /// Sets the deflate level (0–9) for the next messages.
     pub fn set_compression_level(&mut self, level: u32) {
         if let Some(c) = &mut self.compression {
-            c.compressor.set_level(level.min(9));
+            c.set_level(level);
         }
     }
 
@@ -92,10 +82,7 @@ impl<S> WriteHalf<S> {
     }
 
     fn compressor_for(&mut self, len: usize) -> Option<&mut Compressor> {
-        match &mut self.compression {
-            Some(c) if c.enabled && len >= c.threshold => Some(&mut c.compressor),
-            _ => None,
-        }
+        self.compression.as_mut()?.for_message(len)
     }
 
     /// Queues one frame; fails after a close frame was sent.
@@ -179,7 +166,7 @@ impl<S: Transport> WriteHalf<S> {
     /// [`MessageWriter::finish`] sends the final fragment.
     pub fn next_writer(&mut self, kind: MessageKind) -> MessageWriter<'_, S> {
         let capacity = self.write_buffer_size;
-        let compress = self.compression.as_ref().is_some_and(|c| c.enabled);
+        let compress = self.compression.as_ref().is_some_and(|c| c.is_enabled());
         MessageWriter {
             half: self,
             kind,
@@ -255,7 +242,7 @@ impl<S: Transport> MessageWriter<'_, S> {
         let mut rsv1 = false;
         if let Some(c) = self.half.compression.as_mut().filter(|_| self.compress) {
             let mut out = BytesMut::with_capacity(payload.len() / 2 + 64);
-            c.compressor
+            c.compressor()
                 .compress_chunk(&payload, fin, &mut out)
                 .map_err(|e| Error::Io(io::Error::other(e)))?;
             payload = out.freeze();

@@ -7,6 +7,7 @@ use crate::message::{Control, Message};
 use crate::proto::deflate::Compressor;
 use crate::proto::utf8::Utf8Validator;
 use crate::proto::{MessageKind, OpCode};
+use crate::write_compression::WriteCompression;
 use bytes::{Bytes, BytesMut};
 use std::future::poll_fn;
 use std::io;
@@ -31,13 +32,6 @@ pub struct WriteHalf<S> {
     compression: Option<Box<WriteCompression>>,
 }
 
-/// permessage-deflate state of the sending side.
-struct WriteCompression {
-    compressor: Compressor,
-    enabled: bool,
-    threshold: usize,
-}
-
 impl<S> WriteHalf<S> {
     pub(crate) fn new(
         shared: Arc<Shared<S>>,
@@ -56,11 +50,7 @@ impl<S> WriteHalf<S> {
     }
 
     pub(crate) fn set_compressor(&mut self, compressor: Compressor, threshold: usize) {
-        self.compression = Some(Box::new(WriteCompression {
-            compressor,
-            enabled: true,
-            threshold,
-        }));
+        self.compression = Some(Box::new(WriteCompression::new(compressor, threshold)));
     }
 
     /// Turns compression of outgoing messages on or off (gorilla's
@@ -68,7 +58,7 @@ impl<S> WriteHalf<S> {
     /// negotiated. Incoming compressed messages are always accepted.
     pub fn enable_write_compression(&mut self, enable: bool) {
         if let Some(c) = &mut self.compression {
-            c.enabled = enable;
+            c.set_enabled(enable);
         }
     }
 
@@ -76,7 +66,7 @@ impl<S> WriteHalf<S> {
     /// `SetCompressionLevel`).
     pub fn set_compression_level(&mut self, level: u32) {
         if let Some(c) = &mut self.compression {
-            c.compressor.set_level(level.min(9));
+            c.set_level(level);
         }
     }
 
@@ -87,10 +77,7 @@ impl<S> WriteHalf<S> {
 
     /// The compressor to use for a message of `len` bytes, if any.
     fn compressor_for(&mut self, len: usize) -> Option<&mut Compressor> {
-        match &mut self.compression {
-            Some(c) if c.enabled && len >= c.threshold => Some(&mut c.compressor),
-            _ => None,
-        }
+        self.compression.as_mut()?.for_message(len)
     }
 
     /// Queues a whole message, compressed when that applies.
@@ -234,7 +221,7 @@ impl<S: AsyncWrite + Unpin> WriteHalf<S> {
     /// [`MessageWriter::finish`] sends the final fragment.
     pub fn next_writer(&mut self, kind: MessageKind) -> MessageWriter<'_, S> {
         let capacity = self.write_buffer_size;
-        let compress = self.compression.as_ref().is_some_and(|c| c.enabled);
+        let compress = self.compression.as_ref().is_some_and(|c| c.is_enabled());
         MessageWriter {
             half: self,
             kind,
@@ -350,7 +337,7 @@ impl<S> MessageWriter<'_, S> {
             self.kind.opcode()
         };
         let mut payload = self.buf.split().freeze();
-        let compressor = self.half.compression.as_mut().map(|c| &mut c.compressor);
+        let compressor = self.half.compression.as_mut().map(|c| c.compressor());
         let rsv1 = match compressor {
             Some(c) if self.compress => {
                 let mut out = BytesMut::with_capacity(payload.len() / 2 + 64);
