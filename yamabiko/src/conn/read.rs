@@ -245,12 +245,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ReadHalf<S> {
                     }
                 }
             }
-            let decoded = if self.buf.is_empty() && !self.decoder.has_pending_output() {
-                Ok(None) // nothing to decode: don't even ask
-            } else {
-                self.decoder.decode(&mut self.buf)
-            };
-            match decoded {
+            match self.decoder.decode(&mut self.buf) {
                 Err(e) => {
                     self.fail_protocol(e);
                     return self.poll_ending(cx);

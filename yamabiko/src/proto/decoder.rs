@@ -164,10 +164,16 @@ impl Decoder {
     /// Decodes the next item from the front of `buf`, consuming the bytes it used.
     /// `Ok(None)`: more bytes are needed. After an error the connection must be failed
     /// with the error's close code; the decoder is not to be used again.
+    #[inline]
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Incoming>, ProtocolError> {
-        if self.closed {
+        // Asked after every message with nothing left: answer without the call.
+        if self.closed || (buf.is_empty() && self.inflating.is_none()) {
             return Ok(None);
         }
+        self.decode_more(buf)
+    }
+
+    fn decode_more(&mut self, buf: &mut BytesMut) -> Result<Option<Incoming>, ProtocolError> {
         loop {
             if self.inflating.is_some() {
                 if let Some(item) = self.inflate_step()? {
@@ -304,39 +310,32 @@ impl Decoder {
         }
         let compressed = self.message.is_some_and(|m| m.compressed);
         let kind = self.message.map_or(MessageKind::Binary, |m| m.kind);
+        // Compressed text is checked after inflating.
+        let check_utf8 = kind == MessageKind::Text && !compressed;
         if self.whole_frames && !compressed && (available as u64) < frame.remaining {
             // Not all here yet: unmask and check what is new, in place, and wait.
             if available > frame.scanned {
-                self.scan(&frame, &mut buf[frame.scanned..available], kind)?;
+                self.scan(&frame, &mut buf[frame.scanned..available], check_utf8)?;
                 frame.scanned = available;
             }
             self.frame = Some(frame);
             return Ok(None);
         }
         let mut chunk = take_front(buf, available);
-        self.scan(&frame, &mut chunk[frame.scanned..], kind)?;
+        self.scan(&frame, &mut chunk[frame.scanned..], check_utf8)?;
         frame.scanned = 0;
         frame.remaining -= available as u64;
         frame.offset += available;
+        let frame_done = frame.remaining == 0;
+        self.frame = (!frame_done).then_some(frame);
         if compressed {
-            let frame_done = frame.remaining == 0;
-            self.frame = (!frame_done).then_some(frame);
             self.inflating = Some(PendingInflate {
                 input: chunk.freeze(),
                 fin: frame_done && frame.header.fin,
             });
             return self.inflate_step();
         }
-        if frame.remaining > 0 {
-            self.frame = Some(frame);
-            return Ok(Some(Incoming::Data {
-                kind,
-                payload: chunk.freeze(),
-                last: false,
-            }));
-        }
-        self.frame = None;
-        if frame.header.fin {
+        if frame_done && frame.header.fin {
             return self.finish_message(chunk.freeze()).map(Some);
         }
         Ok(Some(Incoming::Data {
@@ -347,18 +346,17 @@ impl Decoder {
     }
 
     /// Unmasks `bytes`, which start `frame.scanned` bytes past the frame's unyielded
-    /// part, and checks them as UTF-8 when they are uncompressed text.
+    /// part, and feeds them to the UTF-8 check when asked.
     fn scan(
         &mut self,
         frame: &FrameInProgress,
         bytes: &mut [u8],
-        kind: MessageKind,
+        check_utf8: bool,
     ) -> Result<(), ProtocolError> {
         if let Some(key) = frame.header.mask {
             apply_mask(bytes, key, frame.offset + frame.scanned);
         }
-        let compressed = self.message.is_some_and(|m| m.compressed);
-        if kind == MessageKind::Text && !compressed {
+        if check_utf8 {
             self.utf8
                 .feed(bytes)
                 .map_err(|_| ProtocolError::InvalidUtf8)?;
