@@ -5,46 +5,20 @@
 use std::path::PathBuf;
 use std::process::{Output, Stdio};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 use yamabiko::{CloseCode, Control, Upgrader};
 
-const BIN: &str = env!("CARGO_BIN_EXE_yamabiko");
+mod common;
+use common::BIN;
 const WAIT: Duration = Duration::from_secs(20);
 
 /// Starts `yamabiko echo` on a free port; returns the child and its address.
 async fn start_echo(extra: &[&str]) -> (Child, String) {
-    let mut child = Command::new(BIN)
-        .args(["echo", "--listen", "127.0.0.1:0"])
-        .args(extra)
-        .env("NO_COLOR", "1")
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = tokio::time::timeout(WAIT, async {
-        loop {
-            let line = lines.next_line().await.unwrap().expect("echo exited");
-            if let Some(i) = line.find("127.0.0.1:") {
-                let port: String = line[i + 10..]
-                    .chars()
-                    .take_while(char::is_ascii_digit)
-                    .collect();
-                return format!("127.0.0.1:{port}");
-            }
-        }
-    })
-    .await
-    .expect("echo did not say where it listens");
-    // Keep draining its log so it never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, addr)
+    let mut args = vec!["echo", "--listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    common::spawn_logging_addr(&args, WAIT).await
 }
 
 /// Runs `yamabiko connect ARGS` with `input` on stdin, bounded in time.

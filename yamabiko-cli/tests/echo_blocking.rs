@@ -2,45 +2,18 @@
 //! thread bound `--max-conns` (503 beyond it, room again after a close), and the idle
 //! timeout (1001). The server is killed by PID on drop; every wait is bounded.
 
-use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use yamabiko::{CloseCode, Dialer, Error, Message};
 
-const BIN: &str = env!("CARGO_BIN_EXE_yamabiko");
+mod common;
 const WAIT: Duration = Duration::from_secs(15);
 
 /// `yamabiko echo --blocking --listen 127.0.0.1:0 EXTRA`, with the address it logged.
 async fn start(extra: &[&str]) -> (Child, String) {
-    let mut child = Command::new(BIN)
-        .args(["echo", "--blocking", "--listen", "127.0.0.1:0"])
-        .args(extra)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn yamabiko echo --blocking");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let addr = tokio::time::timeout(WAIT, async {
-        loop {
-            let line = lines.next_line().await.unwrap().expect("exited early");
-            if let Some(i) = line.find("127.0.0.1:") {
-                let port: String = line[i + 10..]
-                    .chars()
-                    .take_while(char::is_ascii_digit)
-                    .collect();
-                return format!("127.0.0.1:{port}");
-            }
-        }
-    })
-    .await
-    .expect("no listen address logged");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, addr)
+    let mut args = vec!["echo", "--blocking", "--listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    common::spawn_logging_addr(&args, WAIT).await
 }
 
 #[tokio::test]

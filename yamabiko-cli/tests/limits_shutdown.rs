@@ -12,7 +12,8 @@ use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use yamabiko::{CloseCode, Conn, Dialer, Error, MaybeTlsStream, Message};
 
-const BIN: &str = env!("CARGO_BIN_EXE_yamabiko");
+mod common;
+use common::BIN;
 /// Upper bound for any single wait.
 const WAIT: Duration = Duration::from_secs(15);
 /// How long a server may take from SIGTERM to exit: its 5 s grace for close
@@ -30,38 +31,9 @@ struct Server {
 impl Server {
     /// `yamabiko echo --listen 127.0.0.1:0 EXTRA`; the address comes from its log.
     async fn echo(extra: &[&str]) -> Server {
-        let mut child = Command::new(BIN)
-            .args(["echo", "--listen", "127.0.0.1:0"])
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn yamabiko echo");
-        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-        let addr = tokio::time::timeout(WAIT, async {
-            loop {
-                let line = lines
-                    .next_line()
-                    .await
-                    .expect("read log")
-                    .expect("echo exited before listening");
-                if let Some(i) = line.find("127.0.0.1:") {
-                    let port: String = line[i + 10..]
-                        .chars()
-                        .take_while(char::is_ascii_digit)
-                        .collect();
-                    return format!("127.0.0.1:{port}");
-                }
-            }
-        })
-        .await
-        .expect("echo did not say where it listens");
-        // Keep draining the log so the server never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let mut args = vec!["echo", "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        let (child, addr) = common::spawn_logging_addr(&args, WAIT).await;
         Server { child, addr }
     }
 
