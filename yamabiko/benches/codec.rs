@@ -46,6 +46,31 @@ fn unmask(c: &mut Criterion) {
     g.finish();
 }
 
+/// A client's frame: header, then the payload copied and masked into the output.
+fn encode_masked(c: &mut Criterion) {
+    let mut g = c.benchmark_group("encode_masked");
+    for size in [20usize, 64 * 1024] {
+        let payload = vec![0x5au8; size];
+        let mut out = BytesMut::with_capacity(size + MAX_HEADER_LEN);
+        g.throughput(Throughput::Bytes(size as u64));
+        g.bench_function(format!("{size}"), |b| {
+            b.iter(|| {
+                out.clear();
+                encode_frame(
+                    &mut out,
+                    OpCode::Binary,
+                    true,
+                    false,
+                    Some([0x37, 0xfa, 0x21, 0x3d]),
+                    black_box(&payload),
+                );
+                black_box(out.len())
+            })
+        });
+    }
+    g.finish();
+}
+
 fn utf8(c: &mut Criterion) {
     let text = "WebSocketではクライエントとサーバーのリアルタイム通信ができる. ascii text too! "
         .repeat(20_000);
@@ -101,5 +126,5 @@ fn decode_small(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, header, unmask, utf8, decode_small);
+criterion_group!(benches, header, unmask, encode_masked, utf8, decode_small);
 criterion_main!(benches);

@@ -75,6 +75,67 @@ async fn read_write_message_round_trip() {
     .await
 }
 
+/// Large frames take other paths than small ones: a client masks a payload nobody
+/// else holds in place and sends it without a copy, a reader that has just seen a large
+/// frame reads the next one straight into a buffer of that size. Mixed sizes, several
+/// frames in one read and shared payloads must all come through intact.
+#[tokio::test]
+async fn large_and_small_messages_mixed_round_trip_without_touching_shared_payloads() {
+    bounded(async {
+        let (addr, server) = echo_server(Upgrader::new()).await;
+        let mut client = connect(addr).await;
+
+        for size in [70_000, 10, 200_000, 300_000, 5, 65_536, 20_000, 1 << 20, 3] {
+            // Owned and unique: masked in place when large.
+            client
+                .write_message(Message::binary(pattern(size)))
+                .await
+                .expect("write");
+            let back = step("read", client.read_message()).await.expect("read");
+            assert_eq!(back.as_bytes(), &pattern(size)[..], "size {size}");
+        }
+        // Several large frames queued together, arriving back to back.
+        let sizes = [65_536, 17, 65_536, 40_000, 65_536];
+        for &size in &sizes {
+            client
+                .queue_message(Message::binary(pattern(size)))
+                .unwrap();
+        }
+        client.flush().await.unwrap();
+        for &size in &sizes {
+            let back = step("read", client.read_message()).await.expect("read");
+            assert_eq!(back.as_bytes(), &pattern(size)[..], "queued size {size}");
+        }
+        // Shared with the caller: must go out masked from a copy, the caller's bytes
+        // unchanged.
+        let shared = Bytes::from(pattern(100_000));
+        client
+            .write_message(Message::Binary(shared.clone()))
+            .await
+            .unwrap();
+        let back = client.read_message().await.unwrap();
+        assert_eq!(&shared[..], &pattern(100_000)[..]);
+        assert_eq!(back.as_bytes(), &shared[..]);
+        // Large owned text: masked in place too, and valid UTF-8 on the other side.
+        let text = "山彦 echo ".repeat(10_000);
+        client
+            .write_message(Message::text(text.clone()))
+            .await
+            .unwrap();
+        match client.read_message().await.unwrap() {
+            Message::Text(t) => assert_eq!(t.as_str(), text),
+            other => panic!("expected text, got {other:?}"),
+        }
+
+        step("close", client.close_with(1000, "", Duration::from_secs(5)))
+            .await
+            .expect("close handshake");
+        let end = join(server).await.expect("upgrade");
+        assert!(closed_with(&end, 1000), "server ended with {end:?}");
+    })
+    .await
+}
+
 #[tokio::test]
 async fn fragmented_text_is_reassembled_and_validated() {
     bounded(async {

@@ -29,12 +29,22 @@ const MAX_UNSENT_REPLIES: usize = 64 * 1024;
 /// bytes arrive, so this bounds address space, not memory in use.
 const MAX_FRAME_RESERVE: usize = 16 << 20;
 
+/// Largest frame after which the next read goes straight into a buffer of that size
+/// (see `ReadHalf::large_reads`). Above it a whole message rarely arrives in one read,
+/// and buffers of a megabyte and more are left to the reserve-the-rest path, which
+/// allocates each once.
+const MAX_LARGE_READ: usize = 256 << 10;
+
 /// The receiving half of a connection. Obtained from [`Conn::split`](crate::Conn::split);
 /// [`Conn`](crate::Conn) offers the same methods.
 pub struct ReadHalf<S> {
     pub(crate) shared: Arc<Shared<S>>,
     buf: BytesMut,
     read_buffer_size: usize,
+    /// Size of the last large frame (0 if the last read was small): the next read
+    /// goes straight into a buffer that size, so a large message arriving whole takes
+    /// one system call and no copy instead of a scratch read and then the rest.
+    large_reads: u32,
     decoder: Decoder,
     pub(crate) handlers: Handlers,
     deadline: Deadline,
@@ -64,6 +74,7 @@ impl<S> ReadHalf<S> {
             shared,
             buf: leftover,
             read_buffer_size: read_buffer_size.max(256),
+            large_reads: 0,
             decoder,
             handlers: Handlers::default(),
             deadline: Deadline::default(),
@@ -305,17 +316,40 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ReadHalf<S> {
         if self.buf.is_empty() && missing < self.read_buffer_size {
             // Drop the old buffer first: what is still in use lives on in messages.
             self.buf = BytesMut::new();
+            if self.large_reads > 0 {
+                // Dropped again if nothing is there: idle connections hold no buffer.
+                let mut fresh =
+                    BytesMut::with_capacity(self.large_reads as usize + self.read_buffer_size);
+                let n = ready!(self.shared.poll_read_into(cx, &mut fresh))?;
+                if n <= self.read_buffer_size {
+                    self.large_reads = 0;
+                }
+                self.buf = fresh;
+                return Poll::Ready(Ok(n));
+            }
             let fresh = ready!(self.shared.poll_read_fresh(cx, self.read_buffer_size))?;
             let n = fresh.len();
             self.buf = fresh;
             return Poll::Ready(Ok(n));
         }
         let spare = self.buf.capacity() - self.buf.len();
+        if missing >= self.read_buffer_size {
+            let frame = missing.saturating_add(self.buf.len());
+            self.large_reads = if frame <= MAX_LARGE_READ {
+                // Bounded by MAX_LARGE_READ, so it fits.
+                u32::try_from(frame).unwrap_or(0)
+            } else {
+                0
+            };
+        }
         if missing > spare {
             // The rest of a large frame: room for all of it (bounded by the frame
-            // limit, already checked), or at least a normal read.
+            // limit, already checked) and a normal read more. The slack makes the read
+            // that completes the frame a short one, which tells the runtime the socket
+            // is drained, so the next read waits for readiness instead of making a
+            // syscall that only returns WouldBlock.
             self.buf
-                .reserve(missing.min(MAX_FRAME_RESERVE).max(self.read_buffer_size));
+                .reserve(missing.min(MAX_FRAME_RESERVE) + self.read_buffer_size);
         } else if spare < self.read_buffer_size / 4 {
             self.buf.reserve(self.read_buffer_size);
         }

@@ -12,6 +12,8 @@
 //! never leaves half a frame behind either.
 
 use crate::proto::encoder::{encode_frame, encode_header, header};
+use crate::proto::frame::FrameHeader;
+use crate::proto::mask::apply_mask;
 use crate::proto::{OpCode, Role};
 use bytes::{Buf, Bytes, BytesMut};
 use std::cell::RefCell;
@@ -56,6 +58,22 @@ impl WriteQueue {
         match role {
             Role::Client => {
                 let key: [u8; 4] = rand::random();
+                let payload = match payload {
+                    // A large payload nobody else holds is masked where it is and
+                    // queued as is: no copy, no staging buffer of its size.
+                    PayloadRef::Owned(bytes) if bytes.len() >= ZERO_COPY_THRESHOLD => {
+                        match bytes.try_into_mut() {
+                            Ok(mut owned) => {
+                                apply_mask(&mut owned, key, 0);
+                                let head = header(opcode, fin, rsv1, Some(key), owned.len());
+                                self.push_chunk(&head, owned.freeze());
+                                return;
+                            }
+                            Err(shared) => PayloadRef::Owned(shared),
+                        }
+                    }
+                    other => other,
+                };
                 encode_frame(
                     &mut self.staging,
                     opcode,
@@ -67,17 +85,25 @@ impl WriteQueue {
             }
             Role::Server => match payload {
                 PayloadRef::Shared(bytes) if bytes.len() >= ZERO_COPY_THRESHOLD => {
-                    encode_header(
-                        &mut self.staging,
-                        &header(opcode, fin, rsv1, None, bytes.len()),
-                    );
-                    let head = self.staging.split().freeze();
-                    self.chunks.push_back(head);
-                    self.chunks.push_back(bytes.clone());
+                    let head = header(opcode, fin, rsv1, None, bytes.len());
+                    self.push_chunk(&head, bytes.clone());
+                }
+                PayloadRef::Owned(bytes) if bytes.len() >= ZERO_COPY_THRESHOLD => {
+                    let head = header(opcode, fin, rsv1, None, bytes.len());
+                    self.push_chunk(&head, bytes);
                 }
                 other => encode_frame(&mut self.staging, opcode, fin, rsv1, None, other.as_slice()),
             },
         }
+    }
+
+    /// Queues a frame header (after whatever is staged) and then its payload by
+    /// reference.
+    fn push_chunk(&mut self, head: &FrameHeader, payload: Bytes) {
+        encode_header(&mut self.staging, head);
+        let staged = self.staging.split().freeze();
+        self.chunks.push_back(staged);
+        self.chunks.push_back(payload);
     }
 
     /// Queues a frame encoded elsewhere (a prepared message), by reference when large.
@@ -120,10 +146,12 @@ impl WriteQueue {
     }
 }
 
-/// A payload to frame: borrowed (copied into the queue) or shared (may be queued as is).
+/// A payload to frame: borrowed (copied into the queue), shared (may be queued as
+/// is) or given up by its owner (a client may also mask it in place).
 pub(crate) enum PayloadRef<'a> {
     Slice(&'a [u8]),
     Shared(&'a Bytes),
+    Owned(Bytes),
 }
 
 impl PayloadRef<'_> {
@@ -131,6 +159,7 @@ impl PayloadRef<'_> {
         match self {
             PayloadRef::Slice(s) => s,
             PayloadRef::Shared(b) => b,
+            PayloadRef::Owned(b) => b,
         }
     }
 }

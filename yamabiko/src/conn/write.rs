@@ -90,9 +90,9 @@ impl<S> WriteHalf<S> {
                 .compress_message(&payload, &mut out)
                 .map_err(|e| Error::Io(io::Error::other(e)))?;
             let out = out.freeze();
-            return self.queue_frame(opcode, true, true, PayloadRef::Shared(&out));
+            return self.queue_frame(opcode, true, true, PayloadRef::Owned(out));
         }
-        self.queue_frame(opcode, true, false, PayloadRef::Shared(&payload))
+        self.queue_frame(opcode, true, false, PayloadRef::Owned(payload))
     }
 
     /// Sets the write deadline: once it passes, writes fail with [`Error::Timeout`] until
@@ -349,7 +349,7 @@ impl<S> MessageWriter<'_, S> {
             _ => false,
         };
         self.half
-            .queue_frame(opcode, fin, rsv1, PayloadRef::Shared(&payload))?;
+            .queue_frame(opcode, fin, rsv1, PayloadRef::Owned(payload))?;
         self.started = true;
         if self.buf.capacity() < self.capacity {
             self.buf.reserve(self.capacity);

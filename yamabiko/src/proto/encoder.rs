@@ -1,7 +1,7 @@
 //! Outgoing frames: header plus (masked) payload (RFC 6455 §5.2, §5.3).
 
 use super::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
-use super::mask::apply_mask;
+use super::mask::extend_masked;
 use bytes::{BufMut, BytesMut};
 
 /// Builds a frame header. `mask` is `Some` for client frames.
@@ -43,10 +43,9 @@ pub fn encode_frame(
     let h = header(opcode, fin, rsv1, mask, payload.len());
     out.reserve(MAX_HEADER_LEN + payload.len());
     encode_header(out, &h);
-    let start = out.len();
-    out.put_slice(payload);
-    if let Some(key) = mask {
-        apply_mask(&mut out[start..], key, 0);
+    match mask {
+        Some(key) => extend_masked(out, payload, key),
+        None => out.put_slice(payload),
     }
 }
 
