@@ -6,15 +6,20 @@
 # idle bytes per connection (server VmRSS growth ÷ connections) and yamabiko/peer
 # ratios.
 #
-#   bench/compare.sh                      # full run (~3 × (4 × (DURATION+WARMUP) + HOLD) s)
-#   DURATION=3 WARMUP=1 IDLE=2000 bench/compare.sh   # quick look
+#   bench/compare.sh                      # full run, about 9 minutes
+#   DURATION=3 WARMUP=1 REPEAT=1 IDLE=2000 bench/compare.sh   # quick look
+#
+# The machine's speed drifts from minute to minute, so the servers take turns: every
+# scenario runs REPEAT rounds of yamabiko, tokio-tungstenite, fastwebsockets (a fresh
+# server each time) and the table shows each server's median round, with the spread.
 #
 # Needs Linux, taskset and python3. Servers are stopped by PID on exit. Set
 # RESULTS=FILE to keep every run's JSON report (one line per server and scenario).
 set -euo pipefail
 
-DURATION=${DURATION:-10}
+DURATION=${DURATION:-5}
 WARMUP=${WARMUP:-2}
+REPEAT=${REPEAT:-3}
 IDLE=${IDLE:-19000}
 HOLD=${HOLD:-5}
 CORE_SERVER=${CORE_SERVER:-0}
@@ -72,28 +77,42 @@ run() {
     printf '{"server":"%s","scenario":"%s","report":%s}\n' "$name" "$scenario" "$out" >> "$results"
 }
 
+servers=(yamabiko tungstenite fastwebsockets)
+common=(--warmup "$WARMUP" --duration "$DURATION")
 port=9101
-for name in yamabiko tungstenite fastwebsockets; do
+# scenario SCENARIO BENCH-ARGS...: REPEAT rounds, each server in turn on a fresh start.
+scenario() {
+    local sc=$1
+    shift
+    for round in $(seq "$REPEAT"); do
+        for name in "${servers[@]}"; do
+            port=$((port + 1))
+            echo "== $name ($sc, round $round)" >&2
+            start "$name" "$port"
+            run "$name" "$sc" "$@"
+            stop
+        done
+    done
+}
+scenario a --conns 100 --size 20 --inflight 1 "${common[@]}"
+scenario b --conns 100 --size 20 --inflight 16 "${common[@]}"
+scenario c --conns 10 --size 65536 --inflight 1 "${common[@]}"
+scenario d --conns 4 --size 1048576 --inflight 1 "${common[@]}"
+# Idle memory is steady, one round each.
+for name in "${servers[@]}"; do
     port=$((port + 1))
-    echo "== $name" >&2
-    start "$name" "$port"
-    common=(--warmup "$WARMUP" --duration "$DURATION")
-    run "$name" a --conns 100 --size 20 --inflight 1 "${common[@]}"
-    run "$name" b --conns 100 --size 20 --inflight 16 "${common[@]}"
-    run "$name" c --conns 10 --size 65536 --inflight 1 "${common[@]}"
-    run "$name" d --conns 4 --size 1048576 --inflight 1 "${common[@]}"
-    stop
-    # Idle connections on a fresh server, so earlier buffers do not blur the growth.
     start "$name" "$port"
     run "$name" e --idle "$IDLE" --hold "$HOLD" --connect-timeout 120
     stop
 done
 
 python3 - "$results" "$IDLE" <<'PY'
-import json, sys
+import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 idle = sys.argv[2]
-r = {(x["server"], x["scenario"]): x["report"] for x in rows}
+runs = {}
+for x in rows:
+    runs.setdefault((x["server"], x["scenario"]), []).append(x["report"])
 servers = ["yamabiko", "tungstenite", "fastwebsockets"]
 names = {
     "a": "(a) 100 conns, 20 B, 1 in flight",
@@ -105,34 +124,66 @@ def f(v, fmt):
     return "-" if v is None else format(v, fmt)
 def ratio(a, b):
     return "-" if not a or not b else f"{a / b:.2f}"
+def values(s, sc, key):
+    return [v for v in (rep.get(key) for rep in runs.get((s, sc), [])) if v is not None]
+def median(s, sc, key):
+    v = values(s, sc, key)
+    return statistics.median(v) if v else None
+errors = 0
+for reps in runs.values():
+    for rep in reps:
+        errors += max(rep.get("errors", 0) or 0, 0) + (1 if rep.get("errors") == -1 else 0)
 hdr = "| scenario | " + " | ".join(f"{s} msgs/s | {s} µs/msg" for s in servers) \
     + " | µs/msg ratio y/tung | µs/msg ratio y/fws | msgs/s ratio y/tung | msgs/s ratio y/fws |"
 print(hdr)
 print("|" + "---|" * (hdr.count("|") - 1))
-errors = 0
 for sc, label in names.items():
     cells, rate, cpu = [], {}, {}
     for s in servers:
-        rep = r.get((s, sc), {})
-        errors += max(rep.get("errors", 0) or 0, 0) + (1 if rep.get("errors") == -1 else 0)
-        rate[s] = rep.get("msgs_per_s")
-        cpu[s] = rep.get("server_cpu_us_per_msg")
+        rate[s] = median(s, sc, "msgs_per_s")
+        cpu[s] = median(s, sc, "server_cpu_us_per_msg")
         cells += [f(rate[s], ",.0f"), f(cpu[s], ".2f")]
     cells += [ratio(cpu["yamabiko"], cpu["tungstenite"]), ratio(cpu["yamabiko"], cpu["fastwebsockets"]),
               ratio(rate["yamabiko"], rate["tungstenite"]), ratio(rate["yamabiko"], rate["fastwebsockets"])]
     print(f"| {label} | " + " | ".join(cells) + " |")
 cells, per = [], {}
 for s in servers:
-    rep = r.get((s, "e"), {})
+    rep = (runs.get((s, "e")) or [{}])[0]
     per[s] = rep.get("server_bytes_per_conn")
-    opened = rep.get("idle_opened")
-    cells += [f"{opened} opened", f"{f(per[s], ',.0f')} B/conn"]
+    cells += [f"{rep.get('idle_opened')} opened", f"{f(per[s], ',.0f')} B/conn"]
 print(f"| (e) {idle} idle conns | " + " | ".join(cells)
       + f" | {ratio(per['yamabiko'], per['tungstenite'])} (bytes) | {ratio(per['yamabiko'], per['fastwebsockets'])} (bytes) | - | - |")
 print()
-print("µs/msg: server utime+stime over the window ÷ echoed messages (lower is better);"
-      " ratios are yamabiko ÷ peer.")
-for (s, sc), rep in sorted(r.items()):
-    if rep.get("errors"):
-        print(f"warning: {s} ({sc}) reported errors: {json.dumps(rep)}")
+rounds = max((len(v) for (s, sc), v in runs.items() if sc != "e"), default=0)
+print(f"Medians of {rounds} rounds per cell. µs/msg: server utime+stime over the window ÷ echoed"
+      " messages (lower is better); ratios are yamabiko ÷ peer.")
+if rounds > 1:
+    print()
+    print("Spread over the rounds (min–max):")
+    print()
+    print("| scenario | " + " | ".join(f"{s} msgs/s | {s} µs/msg" for s in servers) + " |")
+    print("|---|" + "---|---|" * len(servers))
+    for sc, label in names.items():
+        cells = []
+        for s in servers:
+            r, c = values(s, sc, "msgs_per_s"), values(s, sc, "server_cpu_us_per_msg")
+            cells.append(f"{min(r):,.0f}–{max(r):,.0f}" if r else "-")
+            cells.append(f"{min(c):.2f}–{max(c):.2f}" if c else "-")
+        print(f"| {label} | " + " | ".join(cells) + " |")
+print()
+print("Share of a core in use during the window (medians): generator / server. A generator"
+      " near 100% limits the rate, and msgs/s then ranks the generator, not the server.")
+print()
+print("| scenario | " + " | ".join(servers) + " |")
+print("|---|" + "---|" * len(servers))
+for sc, label in names.items():
+    cells = []
+    for s in servers:
+        g, b = median(s, sc, "generator_busy"), median(s, sc, "server_busy")
+        cells.append("-" if g is None or b is None else f"{g * 100:.0f}% / {b * 100:.0f}%")
+    print(f"| {label} | " + " | ".join(cells) + " |")
+for (s, sc), reps in sorted(runs.items()):
+    for rep in reps:
+        if rep.get("errors"):
+            print(f"warning: {s} ({sc}) reported errors: {json.dumps(rep)}")
 PY

@@ -314,6 +314,7 @@ async fn load(args: &BenchArgs) -> anyhow::Result<Report> {
         progress.tick();
     }
     let cpu_start = args.server_pid.and_then(cpu_ticks);
+    let own_start = cpu_ticks(std::process::id());
     counters.phase.store(MEASURE, Ordering::SeqCst);
     let window_start = Instant::now();
     while Instant::now() < measure_end {
@@ -331,6 +332,7 @@ async fn load(args: &BenchArgs) -> anyhow::Result<Report> {
     counters.phase.store(DRAIN, Ordering::SeqCst);
     let window = window_start.elapsed();
     let cpu_end = args.server_pid.and_then(cpu_ticks);
+    let own_end = cpu_ticks(std::process::id());
     progress.finish_and_clear();
     let _ = stop_tx.send(true);
 
@@ -377,6 +379,14 @@ async fn load(args: &BenchArgs) -> anyhow::Result<Report> {
         (Some(a), Some(b)) if msgs > 0 => Some((b - a) as f64 * 1e6 / clock_ticks() / msgs as f64),
         _ => None,
     };
+    // How busy each side was: a generator near 1.0 (one core) limits the rate, and
+    // then msgs/s says more about the generator than about the server.
+    let busy = |a: Option<u64>, b: Option<u64>| match (a, b) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / clock_ticks() / secs),
+        _ => None,
+    };
+    let server_busy = busy(cpu_start, cpu_end);
+    let generator_busy = busy(own_start, own_end);
     let json = serde_json::json!({
         "url": args.url,
         "conns": args.conns,
@@ -395,6 +405,8 @@ async fn load(args: &BenchArgs) -> anyhow::Result<Report> {
         "mismatches": counters.mismatches.load(Ordering::Relaxed),
         "lost": counters.lost.load(Ordering::Relaxed),
         "server_cpu_us_per_msg": server_cpu_us,
+        "server_busy": server_busy,
+        "generator_busy": generator_busy,
     });
     let mut table = String::new();
     use std::fmt::Write;
@@ -413,8 +425,14 @@ async fn load(args: &BenchArgs) -> anyhow::Result<Report> {
     let _ = writeln!(table, "  latency p50  {:>11.1} µs", us(0.5));
     let _ = writeln!(table, "  latency p99  {:>11.1} µs", us(0.99));
     let _ = writeln!(table, "  latency p99.9{:>11.1} µs", us(0.999));
+    if let Some(g) = generator_busy {
+        let _ = writeln!(table, "  generator    {:>11.0} % of a core", g * 100.0);
+    }
     if let Some(c) = server_cpu_us {
         let _ = writeln!(table, "  server CPU   {c:>11.2} µs/msg");
+    }
+    if let Some(b) = server_busy {
+        let _ = writeln!(table, "  server       {:>11.0} % of a core", b * 100.0);
     }
     let _ = write!(
         table,
@@ -457,10 +475,12 @@ where
             batch += 1;
         }
         let mut failed = false;
+        // One flush sends the whole batch, so one timestamp serves all of it.
+        let now = Instant::now();
         for _ in 0..batch {
             let msg = pattern.make(seq);
             if let Ok(mut q) = state.sent_at.lock() {
-                q.push_back(Instant::now());
+                q.push_back(now);
             }
             if write.queue_message(msg).is_err() {
                 failed = true;
@@ -493,6 +513,8 @@ where
 {
     let mut received = 0u64;
     let mut total: Option<u64> = None;
+    let hard_stop = sleep_until(hard_deadline);
+    tokio::pin!(hard_stop);
     loop {
         if total.is_some_and(|t| received >= t) {
             break;
@@ -508,7 +530,7 @@ where
                 }
                 continue;
             }
-            _ = sleep_until(hard_deadline) => {
+            _ = &mut hard_stop => {
                 let sent = state.sent_at.lock().map(|q| q.len() as u64).unwrap_or(0);
                 counters.lost.fetch_add(sent.max(1), Ordering::Relaxed);
                 counters.errors.fetch_add(1, Ordering::Relaxed);
