@@ -22,8 +22,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Buffer sizes and limits of a connection. The defaults suit most servers.
 ///
-/// Memory: a connection holds one read buffer (`read_buffer_size`, grown while a large
-/// frame arrives) and, while a message is being assembled by `read_message`, up to
+/// Memory: a connection holds a read buffer only while bytes wait to be decoded
+/// (`read_buffer_size`, or the size of a large frame while it arrives, and for the read
+/// after a frame of up to 256 KiB) and, while a message is being assembled by
+/// `read_message`, up to
 /// `max_message_size` bytes. A server with N connections can therefore be made to hold
 /// N × `max_message_size` in the worst case; lower it where messages are small.
 #[derive(Clone, Debug)]
