@@ -24,6 +24,9 @@ IDLE=${IDLE:-19000}
 HOLD=${HOLD:-5}
 CORE_SERVER=${CORE_SERVER:-0}
 CORE_CLIENT=${CORE_CLIENT:-1}
+# On a machine with more cores, give the generator several so that it is not the
+# limit: CORE_CLIENT=1-3 GEN_THREADS=3 (busy shares then count in cores, 100% = one).
+GEN_THREADS=${GEN_THREADS:-1}
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -72,7 +75,7 @@ run() {
     echo "  $name ($scenario): bench $*" >&2
     local out
     out=$(taskset -c "$CORE_CLIENT" "$bin/yamabiko" bench "ws://127.0.0.1:$port/" \
-              --json --server-pid "$server_pid" "$@" || true)
+              --json --threads "$GEN_THREADS" --server-pid "$server_pid" "$@" || true)
     if [ -z "$out" ]; then out='{"errors": -1}'; fi
     printf '{"server":"%s","scenario":"%s","report":%s}\n' "$name" "$scenario" "$out" >> "$results"
 }
