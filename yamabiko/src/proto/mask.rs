@@ -13,10 +13,7 @@ pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
         apply_mask_words(buf, key);
         return;
     }
-    let mut pattern = [0u8; 64];
-    for (i, b) in pattern.iter_mut().enumerate() {
-        *b = key[i & 3];
-    }
+    let pattern = pattern(key);
     let mut chunks = buf.chunks_exact_mut(64);
     for chunk in &mut chunks {
         for (b, k) in chunk.iter_mut().zip(pattern.iter()) {
@@ -29,34 +26,36 @@ pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
 /// Appends `src` masked with `key` (from key byte 0) to `out`: one pass over the
 /// payload instead of a copy followed by [`apply_mask`], for a client's frames.
 pub fn extend_masked(out: &mut bytes::BytesMut, src: &[u8], key: [u8; 4]) {
-    if src.len() < 64 {
-        let start = out.len();
-        out.extend_from_slice(src);
-        apply_mask_words(&mut out[start..], key);
-        return;
-    }
+    // Blocks of a few cache lines: masked on the stack, then appended.
+    const BLOCK: usize = 512;
     out.reserve(src.len());
+    let mut blocks = src.chunks_exact(BLOCK);
+    if src.len() >= BLOCK {
+        let pattern = pattern(key);
+        let mut block = [0u8; BLOCK];
+        for chunk in &mut blocks {
+            for (dst, src) in block.chunks_exact_mut(64).zip(chunk.chunks_exact(64)) {
+                for ((d, s), k) in dst.iter_mut().zip(src).zip(pattern.iter()) {
+                    *d = s ^ k;
+                }
+            }
+            out.extend_from_slice(&block);
+        }
+    }
+    // The rest (all of a small payload): copied, then masked where it landed. Whole
+    // blocks are a multiple of four bytes, so the key is not rotated.
+    let start = out.len();
+    out.extend_from_slice(blocks.remainder());
+    apply_mask(&mut out[start..], key, 0);
+}
+
+/// The key repeated to 64 bytes: one SIMD-width XOR operand.
+fn pattern(key: [u8; 4]) -> [u8; 64] {
     let mut pattern = [0u8; 64];
     for (i, b) in pattern.iter_mut().enumerate() {
         *b = key[i & 3];
     }
-    // Blocks of a few cache lines: masked on the stack, then appended.
-    const BLOCK: usize = 512;
-    let mut block = [0u8; BLOCK];
-    let mut chunks = src.chunks_exact(BLOCK);
-    for chunk in &mut chunks {
-        for (dst, src) in block.chunks_exact_mut(64).zip(chunk.chunks_exact(64)) {
-            for ((d, s), k) in dst.iter_mut().zip(src).zip(pattern.iter()) {
-                *d = s ^ k;
-            }
-        }
-        out.extend_from_slice(&block);
-    }
-    let rest = chunks.remainder();
-    let start = out.len();
-    out.extend_from_slice(rest);
-    // Whole blocks are a multiple of four bytes, so the key is not rotated.
-    apply_mask(&mut out[start..], key, 0);
+    pattern
 }
 
 /// Eight bytes at a time, then the tail byte by byte; `buf` starts at key byte 0.
