@@ -132,10 +132,6 @@ def values(s, sc, key):
 def median(s, sc, key):
     v = values(s, sc, key)
     return statistics.median(v) if v else None
-errors = 0
-for reps in runs.values():
-    for rep in reps:
-        errors += max(rep.get("errors", 0) or 0, 0) + (1 if rep.get("errors") == -1 else 0)
 hdr = "| scenario | " + " | ".join(f"{s} msgs/s | {s} µs/msg" for s in servers) \
     + " | µs/msg ratio y/tung | µs/msg ratio y/fws | msgs/s ratio y/tung | msgs/s ratio y/fws |"
 print(hdr)
