@@ -12,7 +12,7 @@
 //! never leaves half a frame behind either.
 
 use crate::proto::encoder::{encode_frame, encode_header, header};
-use crate::proto::frame::FrameHeader;
+use crate::proto::frame::{FrameHeader, MAX_HEADER_LEN};
 use crate::proto::mask::apply_mask;
 use crate::proto::{OpCode, Role};
 use bytes::{Buf, Bytes, BytesMut};
@@ -30,6 +30,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 const ZERO_COPY_THRESHOLD: usize = 16 * 1024;
 /// At most this many buffers go into one vectored write.
 const MAX_IOVECS: usize = 64;
+/// A fresh staging buffer starts this large (it is freed again once written), so
+/// that a burst of small frames is copied into it without a chain of reallocations.
+const STAGING_START: usize = 1024;
 
 /// Frames waiting to be written, in order: `chunks` first, then `staging`.
 #[derive(Default)]
@@ -74,14 +77,8 @@ impl WriteQueue {
                     }
                     other => other,
                 };
-                encode_frame(
-                    &mut self.staging,
-                    opcode,
-                    fin,
-                    rsv1,
-                    Some(key),
-                    payload.as_slice(),
-                );
+                let staging = self.staging(MAX_HEADER_LEN + payload.as_slice().len());
+                encode_frame(staging, opcode, fin, rsv1, Some(key), payload.as_slice());
             }
             Role::Server => match payload {
                 PayloadRef::Shared(bytes) if bytes.len() >= ZERO_COPY_THRESHOLD => {
@@ -92,7 +89,10 @@ impl WriteQueue {
                     let head = header(opcode, fin, rsv1, None, bytes.len());
                     self.push_chunk(&head, bytes);
                 }
-                other => encode_frame(&mut self.staging, opcode, fin, rsv1, None, other.as_slice()),
+                other => {
+                    let staging = self.staging(MAX_HEADER_LEN + other.as_slice().len());
+                    encode_frame(staging, opcode, fin, rsv1, None, other.as_slice());
+                }
             },
         }
     }
@@ -100,13 +100,21 @@ impl WriteQueue {
     /// Queues a frame header (after whatever is staged) and then its payload by
     /// reference.
     fn push_chunk(&mut self, head: &FrameHeader, payload: Bytes) {
-        encode_header(&mut self.staging, head);
+        encode_header(self.staging(MAX_HEADER_LEN), head);
         let staged = self.staging.split().freeze();
         self.chunks.push_back(staged);
         self.chunks.push_back(payload);
     }
 
     /// Queues a frame encoded elsewhere (a prepared message), by reference when large.
+    /// The staging buffer, with room for at least `n` more bytes if it was empty.
+    fn staging(&mut self, n: usize) -> &mut BytesMut {
+        if self.staging.capacity() == 0 {
+            self.staging.reserve(n.max(STAGING_START));
+        }
+        &mut self.staging
+    }
+
     fn push_encoded(&mut self, frame: &Bytes) {
         if frame.len() >= ZERO_COPY_THRESHOLD {
             if !self.staging.is_empty() {
@@ -115,7 +123,7 @@ impl WriteQueue {
             }
             self.chunks.push_back(frame.clone());
         } else {
-            self.staging.extend_from_slice(frame);
+            self.staging(frame.len()).extend_from_slice(frame);
         }
     }
 
@@ -402,5 +410,39 @@ pub(crate) struct FlushGuard<'a, S> {
 impl<S> Drop for FlushGuard<'_, S> {
     fn drop(&mut self) {
         self.shared.release(self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_of_small_frames_is_staged_without_reallocating() {
+        let mut q = WriteQueue::default();
+        q.push_frame(
+            Role::Server,
+            OpCode::Binary,
+            true,
+            false,
+            PayloadRef::Slice(&[7; 20]),
+        );
+        let start = q.staging.as_ptr();
+        assert!(q.staging.capacity() >= STAGING_START);
+        for _ in 1..16 {
+            q.push_frame(
+                Role::Server,
+                OpCode::Binary,
+                true,
+                false,
+                PayloadRef::Slice(&[7; 20]),
+            );
+        }
+        assert_eq!(q.staging.as_ptr(), start, "the staging buffer moved");
+        assert_eq!(q.len(), 16 * 22);
+        assert_eq!(&q.staging[..3], &[0x82, 20, 7]);
+        q.advance(16 * 22);
+        assert!(q.is_empty());
+        assert_eq!(q.staging.capacity(), 0, "a written queue holds no memory");
     }
 }
