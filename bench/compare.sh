@@ -13,6 +13,12 @@
 # scenario runs REPEAT rounds of yamabiko, tokio-tungstenite, fastwebsockets (a fresh
 # server each time) and the table shows each server's median round, with the spread.
 #
+# FLOOR=1 adds a reference server to scenarios (a) and (b): echo-floor
+# (bench/src/bin/echo_floor.rs), the least a tokio server must do to echo small
+# frames, with no WebSocket library. Its µs/msg is about what the kernel and the
+# runtime take per message; no real server can go much below it. (It handles large
+# frames naively, so it is not a reference for (c) and (d).)
+#
 # Needs Linux, taskset and python3. Servers are stopped by PID on exit. Set
 # RESULTS=FILE to keep every run's JSON report (one line per server and scenario).
 set -euo pipefail
@@ -27,6 +33,7 @@ CORE_CLIENT=${CORE_CLIENT:-1}
 # On a machine with more cores, give the generator several so that it is not the
 # limit: CORE_CLIENT=1-3 GEN_THREADS=3 (busy shares then count in cores, 100% = one).
 GEN_THREADS=${GEN_THREADS:-1}
+FLOOR=${FLOOR:-0}
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -52,6 +59,7 @@ start() {
                       --single-thread --no-compression --max-conns 0 >/dev/null 2>&1 &;;
         tungstenite) taskset -c "$CORE_SERVER" "$bin/echo-tungstenite" "127.0.0.1:$port" >/dev/null 2>&1 &;;
         fastwebsockets) taskset -c "$CORE_SERVER" "$bin/echo-fastwebsockets" "127.0.0.1:$port" >/dev/null 2>&1 &;;
+        floor) taskset -c "$CORE_SERVER" "$bin/echo-floor" "127.0.0.1:$port" >/dev/null 2>&1 &;;
     esac
     server_pid=$!
     for _ in $(seq 100); do
@@ -80,7 +88,9 @@ run() {
     printf '{"server":"%s","scenario":"%s","report":%s}\n' "$name" "$scenario" "$out" >> "$results"
 }
 
-servers=(yamabiko tungstenite fastwebsockets)
+peers=(yamabiko tungstenite fastwebsockets)
+servers=("${peers[@]}")
+if [ "$FLOOR" = 1 ]; then servers+=(floor); fi
 common=(--warmup "$WARMUP" --duration "$DURATION")
 port=9101
 # scenario SCENARIO BENCH-ARGS...: REPEAT rounds, each server in turn on a fresh start.
@@ -89,6 +99,7 @@ scenario() {
     shift
     for round in $(seq "$REPEAT"); do
         for name in "${servers[@]}"; do
+            if [ "$name" = floor ] && [ "$sc" != a ] && [ "$sc" != b ]; then continue; fi
             port=$((port + 1))
             echo "== $name ($sc, round $round)" >&2
             start "$name" "$port"
@@ -102,7 +113,7 @@ scenario b --conns 100 --size 20 --inflight 16 "${common[@]}"
 scenario c --conns 10 --size 65536 --inflight 1 "${common[@]}"
 scenario d --conns 4 --size 1048576 --inflight 1 "${common[@]}"
 # Idle memory is steady, one round each.
-for name in "${servers[@]}"; do
+for name in "${peers[@]}"; do
     port=$((port + 1))
     start "$name" "$port"
     run "$name" e --idle "$IDLE" --hold "$HOLD" --connect-timeout 120
@@ -181,6 +192,18 @@ for sc, label in names.items():
         g, b = median(s, sc, "generator_busy"), median(s, sc, "server_busy")
         cells.append("-" if g is None or b is None else f"{g * 100:.0f}% / {b * 100:.0f}%")
     print(f"| {label} | " + " | ".join(cells) + " |")
+if any(s == "floor" for s, _ in runs):
+    print()
+    print("Reference: echo-floor, no WebSocket library (FLOOR=1). Server µs/msg, medians;"
+          " a peer's ratio to it is the share of that peer's cost the kernel and runtime set.")
+    print()
+    print("| scenario | floor µs/msg | floor/tung | floor/fws | yamabiko/floor |")
+    print("|---|---|---|---|---|")
+    for sc, label in list(names.items())[:2]:
+        fl = median("floor", sc, "server_cpu_us_per_msg")
+        print(f"| {label} | {f(fl, '.2f')} | {ratio(fl, median('tungstenite', sc, 'server_cpu_us_per_msg'))}"
+              f" | {ratio(fl, median('fastwebsockets', sc, 'server_cpu_us_per_msg'))}"
+              f" | {ratio(median('yamabiko', sc, 'server_cpu_us_per_msg'), fl)} |")
 for (s, sc), reps in sorted(runs.items()):
     for rep in reps:
         if rep.get("errors"):
