@@ -106,7 +106,6 @@ impl WriteQueue {
         self.chunks.push_back(payload);
     }
 
-    /// Queues a frame encoded elsewhere (a prepared message), by reference when large.
     /// The staging buffer, with room for at least `n` more bytes if it was empty.
     fn staging(&mut self, n: usize) -> &mut BytesMut {
         if self.staging.capacity() == 0 {
@@ -115,6 +114,7 @@ impl WriteQueue {
         &mut self.staging
     }
 
+    /// Queues a frame encoded elsewhere (a prepared message), by reference when large.
     fn push_encoded(&mut self, frame: &Bytes) {
         if frame.len() >= ZERO_COPY_THRESHOLD {
             if !self.staging.is_empty() {
