@@ -420,23 +420,15 @@ mod tests {
     #[test]
     fn a_burst_of_small_frames_is_staged_without_reallocating() {
         let mut q = WriteQueue::default();
-        q.push_frame(
-            Role::Server,
-            OpCode::Binary,
-            true,
-            false,
-            PayloadRef::Slice(&[7; 20]),
-        );
+        let push = |q: &mut WriteQueue| {
+            let payload = PayloadRef::Slice(&[7; 20]);
+            q.push_frame(Role::Server, OpCode::Binary, true, false, payload);
+        };
+        push(&mut q);
         let start = q.staging.as_ptr();
         assert!(q.staging.capacity() >= STAGING_START);
         for _ in 1..16 {
-            q.push_frame(
-                Role::Server,
-                OpCode::Binary,
-                true,
-                false,
-                PayloadRef::Slice(&[7; 20]),
-            );
+            push(&mut q);
         }
         assert_eq!(q.staging.as_ptr(), start, "the staging buffer moved");
         assert_eq!(q.len(), 16 * 22);
