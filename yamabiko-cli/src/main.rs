@@ -5,6 +5,7 @@ mod board;
 mod connect;
 mod echo;
 mod echo_blocking;
+mod game;
 mod limits;
 mod tls;
 
@@ -28,6 +29,8 @@ enum Command {
     Serve(board::ServeArgs),
     /// Load an echo server: throughput, round-trip latency, every echo checked.
     Bench(bench::BenchArgs),
+    /// Run 鬼ごっこ, the realtime multiplayer tag game (web page + WebSocket).
+    Game(game::GameArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -44,5 +47,6 @@ fn main() -> anyhow::Result<()> {
         Command::Connect(args) => connect::run(args),
         Command::Serve(args) => board::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Game(args) => game::run(args),
     }
 }

@@ -25,7 +25,7 @@ pub const EVENT_QUEUE_LEN: usize = 64;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Closing {
     /// Send a close frame with this code and reason, then drop the connection.
-    Close(u16, &'static str),
+    Close(u16, String),
     /// Drop the connection without a close frame (the peer is gone or closed first).
     Drop,
 }
@@ -85,7 +85,7 @@ impl Mailbox {
                 drop(inner);
                 self.close(Closing::Close(
                     crate::protocol::close::TOO_SLOW,
-                    "too slow: events piled up",
+                    "too slow: events piled up".into(),
                 ));
                 return Err(Overflow);
             }
@@ -209,7 +209,7 @@ mod tests {
         assert!(mb.is_closed());
         assert_eq!(
             mb.closing(),
-            Some(Closing::Close(1008, "too slow: events piled up"))
+            Some(Closing::Close(1008, "too slow: events piled up".into()))
         );
         let mut out = vec![];
         assert!(mb.take(&mut out).await.is_err());
@@ -227,11 +227,11 @@ mod tests {
             tokio::spawn(async move { mb.take(&mut vec![]).await })
         };
         tokio::task::yield_now().await;
-        mb.close(Closing::Close(4003, "taken over"));
+        mb.close(Closing::Close(4003, "taken over".into()));
         mb.close(Closing::Drop);
         assert_eq!(
             taker.await.unwrap(),
-            Err(Closing::Close(4003, "taken over"))
+            Err(Closing::Close(4003, "taken over".into()))
         );
         mb.closed().await;
     }

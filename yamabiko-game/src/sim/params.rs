@@ -10,9 +10,9 @@ pub const SUBUNITS: i32 = 8;
 /// Seats in a room (players and bots together).
 pub const MAX_PLAYERS: usize = 16;
 /// Width of the arena, in arena units.
-pub const ARENA_WIDTH_UNITS: i32 = 1200;
+pub const ARENA_WIDTH_UNITS: i32 = 1000;
 /// Height of the arena, in arena units.
-pub const ARENA_HEIGHT_UNITS: i32 = 750;
+pub const ARENA_HEIGHT_UNITS: i32 = 625;
 /// The largest stick deflection of an input on either axis (a key held is 127).
 pub const INPUT_MAX: i32 = 127;
 /// The slowest tick rate: below it the fastest circle moves more than 127 sub-units
@@ -34,7 +34,7 @@ const IMMUNE_MS: i64 = 1500;
 /// Lag compensation: the server rewinds the others by at most this much.
 const REWIND_MS: i64 = 100;
 /// Circle radius, arena units.
-const RADIUS_UNITS: i32 = 22;
+const RADIUS_UNITS: i32 = 24;
 /// Extra reach of a tag beyond touching circles, arena units.
 const TOUCH_UNITS: i32 = 4;
 
