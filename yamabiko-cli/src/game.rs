@@ -102,3 +102,72 @@ fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
             .build(),
     }
 }
+
+/// Options of `yamabiko game-bench`.
+#[derive(Args, Debug)]
+pub struct GameBenchArgs {
+    /// The game server's socket (start it with `--no-bots`).
+    #[arg(default_value = "ws://127.0.0.1:8090/ws")]
+    url: String,
+    /// Bot players.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    players: usize,
+    /// Players per room (1–16).
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    room_size: usize,
+    /// Each measuring window, in seconds.
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    duration: f64,
+    /// Warm-up before the first window, in seconds.
+    #[arg(long, default_value_t = 2.0, value_name = "SECONDS")]
+    warmup: f64,
+    /// Skip the second window (one bot that stops reading).
+    #[arg(long)]
+    no_stall: bool,
+    /// Receive buffer of the bot that stalls, in bytes.
+    #[arg(long, default_value_t = 4096, value_name = "BYTES")]
+    stall_recv_buffer: usize,
+    /// Bound on connecting all players, in seconds.
+    #[arg(long, default_value_t = 60.0, value_name = "SECONDS")]
+    connect_timeout: f64,
+    /// Prefix of the room names (rooms are PREFIX-0, PREFIX-1, …).
+    #[arg(long, default_value = "bench", value_name = "PREFIX")]
+    room_prefix: String,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Runtime threads (1 = single-threaded, to pin the generator to one core).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    threads: usize,
+}
+
+/// Runs the game load generator and prints its report.
+pub fn bench(args: GameBenchArgs) -> anyhow::Result<()> {
+    let secs = |name: &str, v: f64| {
+        Duration::try_from_secs_f64(v)
+            .map_err(|_| anyhow::anyhow!("--{name} must be a number of seconds ≥ 0"))
+    };
+    let config = yamabiko_game::bench::BenchConfig {
+        url: args.url,
+        players: args.players,
+        room_size: args.room_size,
+        duration: secs("duration", args.duration)?,
+        warmup: secs("warmup", args.warmup)?,
+        stall: !args.no_stall,
+        stall_recv_buffer: args.stall_recv_buffer,
+        connect_timeout: secs("connect-timeout", args.connect_timeout)?,
+        room_prefix: args.room_prefix,
+        ..yamabiko_game::bench::BenchConfig::default()
+    };
+    let runtime = runtime(args.threads.max(1))?;
+    let (json, table) = runtime.block_on(yamabiko_game::bench::run(config))?;
+    if args.json {
+        println!("{json}");
+    } else {
+        print!("{table}");
+    }
+    if json["errors"].as_u64().unwrap_or(0) > 0 {
+        anyhow::bail!("{} errors", json["errors"]);
+    }
+    Ok(())
+}

@@ -31,6 +31,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Run 鬼ごっこ, the realtime multiplayer tag game (web page + WebSocket).
     Game(game::GameArgs),
+    /// Load the game server with bot players: CPU per player-tick, tick timing,
+    /// bytes, input latency, and the cost of a page that stops reading.
+    GameBench(game::GameBenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -48,5 +51,6 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => board::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Game(args) => game::run(args),
+        Command::GameBench(args) => game::bench(args),
     }
 }

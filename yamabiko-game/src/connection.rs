@@ -131,20 +131,37 @@ impl Session {
 
     async fn read_pump(&mut self, read: &mut ReadHalf<TcpStream>) {
         let idle = self.ctx.timing.idle_timeout;
+        // Made once, not per message: registering with the cancellation tokens costs.
+        let mailbox = self.mailbox.clone();
+        let ctx = self.ctx.clone();
+        let stop = async {
+            tokio::select! {
+                _ = mailbox.closed() => false,
+                _ = ctx.shutdown.cancelled() => true,
+            }
+        };
+        tokio::pin!(stop);
+        // The read deadline is pushed out at most every few seconds, not per message.
+        let mut deadline = Instant::now() + idle;
         loop {
             let result = tokio::select! {
                 biased;
-                _ = self.mailbox.closed() => return,
-                _ = self.ctx.shutdown.cancelled() => {
-                    self.close(close::GOING_AWAY, "the server is shutting down");
+                shutting_down = &mut stop => {
+                    if shutting_down {
+                        self.close(close::GOING_AWAY, "the server is shutting down");
+                    }
                     return;
                 }
                 r = read.read_message() => r,
             };
             match result {
                 Ok(Message::Binary(bytes)) => {
-                    read.set_read_deadline(Some(Instant::now() + idle));
-                    if !self.rate_ok() {
+                    let now = Instant::now();
+                    if deadline < now + idle - idle / 8 {
+                        deadline = now + idle;
+                        read.set_read_deadline(Some(deadline));
+                    }
+                    if !self.rate_ok(now) {
                         self.bad(close::TOO_MANY_MESSAGES, "too many messages");
                         return;
                     }
@@ -181,8 +198,7 @@ impl Session {
     }
 
     /// At most four times the tick rate (plus some slack) messages per second.
-    fn rate_ok(&mut self) -> bool {
-        let now = Instant::now();
+    fn rate_ok(&mut self, now: Instant) -> bool {
         if now.duration_since(self.window_start) >= Duration::from_secs(1) {
             self.window_start = now;
             self.window_count = 0;
@@ -332,6 +348,11 @@ async fn write_pump(mut write: WriteHalf<TcpStream>, mailbox: Arc<Mailbox>, ctx:
     );
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut batch = Vec::with_capacity(4);
+    let closed = mailbox.closed();
+    tokio::pin!(closed);
+    // The write deadline is moved at most every half timeout, not per write: a write
+    // that sticks fails after between half and all of the timeout.
+    let mut deadline = Instant::now();
     loop {
         let taken = tokio::select! {
             biased;
@@ -356,7 +377,11 @@ async fn write_pump(mut write: WriteHalf<TcpStream>, mailbox: Arc<Mailbox>, ctx:
                 return;
             }
         }
-        write.set_write_deadline(Some(Instant::now() + timing.write_timeout));
+        let now = Instant::now();
+        if deadline < now + timing.write_timeout / 2 {
+            deadline = now + timing.write_timeout;
+            write.set_write_deadline(Some(deadline));
+        }
         let (mut bytes, frames) = (0u64, batch.len() as u64);
         for msg in batch.drain(..) {
             let len = msg.message().len() as u64;
@@ -369,7 +394,7 @@ async fn write_pump(mut write: WriteHalf<TcpStream>, mailbox: Arc<Mailbox>, ctx:
         let flushed = tokio::select! {
             r = write.flush() => r,
             // Closed meanwhile (taken over, shutting down): stop writing to it.
-            _ = mailbox.closed() => return,
+            _ = &mut closed => return,
         };
         match flushed {
             Ok(()) => {

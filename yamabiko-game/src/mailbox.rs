@@ -13,6 +13,7 @@
 //! stalled connection costs a few KiB, not a growing queue.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -39,6 +40,8 @@ pub struct Overflow;
 pub struct Mailbox {
     inner: Mutex<Inner>,
     wake: Notify,
+    /// Set on close; read on every publish, so a plain atomic.
+    is_closed: AtomicBool,
     closed: CancellationToken,
 }
 
@@ -106,13 +109,14 @@ impl Mailbox {
             inner.latest = None;
             inner.events.clear();
         }
+        self.is_closed.store(true, Ordering::Release);
         self.closed.cancel();
         self.wake.notify_one();
     }
 
     /// Whether [`close`](Self::close) was called.
     pub fn is_closed(&self) -> bool {
-        self.closed.is_cancelled()
+        self.is_closed.load(Ordering::Acquire)
     }
 
     /// Resolves once the mailbox is closed.
