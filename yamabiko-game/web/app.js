@@ -36,6 +36,7 @@ const game = {
   clock: null,
   acc: 0, // fraction of the current tick, for drawing one's own circle between ticks
   nextInput: null, // the server tick at which the next input is due
+  firstMoveAt: null, // when the first input with the stick off centre was sent (tests)
   lastFrame: 0,
   correction: { x: 0, y: 0 },
   sentAt: new Map(),
@@ -213,6 +214,7 @@ function onWelcome(w) {
 
 function onSnapshot(s) {
   const now = performance.now();
+  s.arrivedAt = now;
   if (!game.interp || !game.interp.push(s)) return;
   game.clock.observe(s.tick, now);
   game.latestTick = s.tick;
@@ -276,15 +278,17 @@ function scoreAt(slot, tick) {
 const keys = new Set();
 const stick = { active: false, id: null, ox: 0, oy: 0, dx: 0, dy: 0 };
 
+/** The stick in arena directions, -127..127 (keys and the touch stick are screen
+ *  directions; the arena may be drawn turned on a tall screen). */
 function currentStick() {
-  if (stick.active) return [stick.dx, stick.dy];
+  if (stick.active) return renderer.toArena(stick.dx, stick.dy);
   let x = 0;
   let y = 0;
   if (keys.has("ArrowLeft") || keys.has("KeyA")) x -= 1;
   if (keys.has("ArrowRight") || keys.has("KeyD")) x += 1;
   if (keys.has("ArrowUp") || keys.has("KeyW")) y -= 1;
   if (keys.has("ArrowDown") || keys.has("KeyS")) y += 1;
-  return [x * 127, y * 127];
+  return renderer.toArena(x * 127, y * 127);
 }
 
 const MOVE_KEYS = new Set(["ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown", "KeyA", "KeyD", "KeyW", "KeyS"]);
@@ -475,6 +479,7 @@ function clientTick(now) {
   game.prevOwn = { ...p.state };
   const input = p.apply(dx, dy, game.it === game.me, view);
   game.sentAt.set(input.seq, now);
+  if ((dx || dy) && game.firstMoveAt === null) game.firstMoveAt = now;
   send(proto.encodeInput(input));
 }
 
@@ -531,7 +536,8 @@ function frame(now) {
         vy = rec.vy;
       }
     }
-    players.push({ slot, x: pos.x, y: pos.y, vx, vy, name: seat.name, it: game.it === slot, me: slot === game.me, away: seat.away || pos.away });
+    // Away as the roster says (events come before the snapshots that show it).
+    players.push({ slot, x: pos.x, y: pos.y, vx, vy, name: seat.name, it: game.it === slot, me: slot === game.me, away: seat.away });
   }
   let danger = 0;
   if (mePos && game.it !== game.me && game.it !== null) {

@@ -14,6 +14,12 @@ export function createRenderer(canvas) {
   let dpr = 1;
   let ox = 0;
   let oy = 0;
+  // On a tall screen (a phone held upright) the arena is drawn turned a quarter turn
+  // clockwise, so it fills the screen: arena x runs down, arena y runs right to left.
+  let rot = false;
+  let arenaH = 0; // the arena's height in sub-units (for the turned mapping)
+  let dispW = 1; // the drawn rectangle, in sub-units
+  let dispH = 1;
   const trails = new Map(); // slot → [{x, y}]
   const particles = [];
   const floaters = [];
@@ -28,23 +34,33 @@ export function createRenderer(canvas) {
     canvas.height = Math.max(1, Math.round(rect.height * dpr));
     if (!params) return;
     const pad = 6;
-    scale = Math.min((rect.width - 2 * pad) / params.width, (rect.height - 2 * pad) / params.height);
-    ox = (rect.width - params.width * scale) / 2;
-    oy = (rect.height - params.height * scale) / 2;
+    rot = rect.height > rect.width * 1.15;
+    arenaH = params.height;
+    dispW = rot ? params.height : params.width;
+    dispH = rot ? params.width : params.height;
+    scale = Math.min((rect.width - 2 * pad) / dispW, (rect.height - 2 * pad) / dispH);
+    ox = (rect.width - dispW * scale) / 2;
+    oy = (rect.height - dispH * scale) / 2;
   }
 
-  /** Sub-units → CSS pixels. */
-  const X = (x) => ox + x * scale;
-  const Y = (y) => oy + y * scale;
+  /** An arena position (sub-units) → CSS pixels. */
+  const P = (x, y) => (rot ? [ox + (arenaH - y) * scale, oy + x * scale] : [ox + x * scale, oy + y * scale]);
+  /** An arena direction → a screen direction. */
+  const V = (x, y) => (rot ? [-y, x] : [x, y]);
+  /** A screen direction → an arena direction (for the keys and the touch stick). */
+  function toArena(sx, sy) {
+    return rot ? [sy + 0, -sx + 0] : [sx, sy];
+  }
 
   /** A burst where someone was tagged. */
   function burst(x, y, hue) {
+    const [px, py] = P(x, y);
     for (let i = 0; i < 36; i++) {
       const a = Math.random() * TAU;
       const v = 60 + Math.random() * 260;
-      particles.push({ x: X(x), y: Y(y), vx: Math.cos(a) * v, vy: Math.sin(a) * v, life: 0.6 + Math.random() * 0.5, age: 0, hue });
+      particles.push({ x: px, y: py, vx: Math.cos(a) * v, vy: Math.sin(a) * v, life: 0.6 + Math.random() * 0.5, age: 0, hue });
     }
-    floaters.push({ x: X(x), y: Y(y), text: "鬼!", age: 0, life: 1.1 });
+    floaters.push({ x: px, y: py, text: "鬼!", age: 0, life: 1.1 });
   }
 
   function bump(strength) {
@@ -56,8 +72,8 @@ export function createRenderer(canvas) {
   }
 
   function arena(params, danger) {
-    const w = params.width * scale;
-    const h = params.height * scale;
+    const w = dispW * scale;
+    const h = dispH * scale;
     const g = ctx.createRadialGradient(ox + w / 2, oy + h / 2, 10, ox + w / 2, oy + h / 2, Math.max(w, h) * 0.7);
     g.addColorStop(0, "#1d2a4f");
     g.addColorStop(1, "#121833");
@@ -114,7 +130,8 @@ export function createRenderer(canvas) {
   function trail(p, r) {
     let t = trails.get(p.slot);
     if (!t) trails.set(p.slot, (t = []));
-    t.push({ x: X(p.x), y: Y(p.y) });
+    const [tx, ty] = P(p.x, p.y);
+    t.push({ x: tx, y: ty });
     if (t.length > 12) t.shift();
     const color = p.it ? "255, 70, 80" : "180, 200, 255";
     for (let i = 0; i < t.length - 1; i++) {
@@ -127,8 +144,7 @@ export function createRenderer(canvas) {
   }
 
   function body(p, r, now, immuneFrac) {
-    const x = X(p.x);
-    const y = Y(p.y);
+    const [x, y] = P(p.x, p.y);
     const c = seatColor(p.slot);
     ctx.save();
     if (p.away) ctx.globalAlpha = 0.35;
@@ -165,9 +181,10 @@ export function createRenderer(canvas) {
       ctx.stroke();
     }
     // Eyes that look where the circle goes.
-    const speed = Math.hypot(p.vx, p.vy);
-    const lx = speed > 1 ? p.vx / speed : 0;
-    const ly = speed > 1 ? p.vy / speed : 0.15;
+    const [svx, svy] = V(p.vx, p.vy);
+    const speed = Math.hypot(svx, svy);
+    const lx = speed > 1 ? svx / speed : 0;
+    const ly = speed > 1 ? svy / speed : 0.15;
     for (const side of [-1, 1]) {
       const ex = x + side * r * 0.32 + lx * r * 0.12;
       const ey = y - r * 0.12 + ly * r * 0.1;
@@ -298,11 +315,6 @@ export function createRenderer(canvas) {
       ctx.fillRect(0, 0, w, h);
       flash = Math.max(0, flash - dt * 2.5);
     }
-  }
-
-  /** Sub-units per CSS pixel, and the arena's corner, for touch input. */
-  function toArena(px, py) {
-    return { x: (px - ox) / scale, y: (py - oy) / scale };
   }
 
   return { resize, draw, burst, bump, flashScreen, toArena };

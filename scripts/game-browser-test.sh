@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# End-to-end browser test of the game (`yamabiko game`): builds the release binary,
+# installs Debian's chromium and the npm dependencies when missing, and runs
+# tests/browser/game.test.mjs with node's test runner. Prints the key-down → seen on
+# the other page latency (p50/p95) and writes docs/game-screenshot.png,
+# docs/game-screenshot-phone.png and docs/game-lobby.png. Exits non-zero on any
+# failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$(pwd)"
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_updated=0
+need_pkg() { # need_pkg COMMAND PACKAGE...
+  if ! command -v "$1" >/dev/null 2>&1; then
+    shift
+    if [ "$apt_updated" -eq 0 ]; then
+      as_root apt-get update -qq
+      apt_updated=1
+    fi
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
+  fi
+}
+
+need_pkg chromium chromium
+need_pkg node nodejs
+need_pkg npm npm
+# Japanese glyphs for the names in the screenshots.
+if ! fc-list :lang=ja 2>/dev/null | grep -q .; then
+  need_pkg __no_such_command__ fonts-ipafont-gothic
+fi
+
+echo "game-browser-test: building the release binary"
+cargo build --release -p yamabiko-cli
+TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
+BIN="$TARGET_DIR/release/yamabiko"
+[ -x "$BIN" ] || { echo "game-browser-test: $BIN not found" >&2; exit 1; }
+
+cd "$ROOT/tests/browser"
+if [ ! -d node_modules/playwright-core ]; then
+  echo "game-browser-test: installing npm dependencies"
+  npm ci --no-audit --no-fund
+fi
+
+echo "game-browser-test: running (chromium $(chromium --version 2>/dev/null | awk '{print $2}'))"
+YAMABIKO_BIN="$BIN" CHROMIUM="$(command -v chromium)" \
+  timeout 420 node --test --test-concurrency=1 game.test.mjs
