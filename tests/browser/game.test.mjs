@@ -234,8 +234,9 @@ test("two pages, one room: movement, a tag, a reload, a spectator, touch", { tim
       const players = window.yamabikoGame.players;
       s.most = Math.max(s.most, players.length);
       const me = players.find((p) => p.id === s.id);
-      if (me && me.away && !s.awayAt) s.awayAt = { score: me.score, x: me.x, y: me.y };
-      if (me && !me.away && s.awayAt && !s.backAt) s.backAt = { score: me.score, x: me.x, y: me.y };
+      const at = performance.now();
+      if (me && me.away && !s.awayAt) s.awayAt = { score: me.score, x: me.x, y: me.y, at };
+      if (me && !me.away && s.awayAt && !s.backAt) s.backAt = { score: me.score, x: me.x, y: me.y, at };
       requestAnimationFrame(tick);
     };
     requestAnimationFrame(tick);
@@ -247,7 +248,12 @@ test("two pages, one room: movement, a tag, a reload, a spectator, touch", { tim
   await b.waitForFunction(() => window.__seat.backAt !== null, null, { timeout: TIMEOUT });
   const seat = await b.evaluate(() => window.__seat);
   assert.equal(seat.most, 2, "never a second avatar");
-  assert.equal(seat.backAt.score, seat.awayAt.score, "same score (it waited while away)");
+  // The score waited while A was away (a score that ran on would have grown by the
+  // whole time away); the first frame back may show a tick of play (0.1 s steps).
+  const awaySeconds = (seat.backAt.at - seat.awayAt.at) / 1000;
+  assert.ok(awaySeconds > 0.2, `away for ${awaySeconds} s`);
+  const gained = seat.backAt.score - seat.awayAt.score;
+  assert.ok(gained >= 0 && gained <= 0.15, `same score: ${seat.awayAt.score} → ${seat.backAt.score} after ${awaySeconds} s away`);
   assert.ok(Math.hypot(seat.backAt.x - seat.awayAt.x, seat.backAt.y - seat.awayAt.y) < 1, "same position");
   assert.equal((await hookOf(b)).players.length, 2);
 
