@@ -63,6 +63,22 @@ function startServer(args) {
   });
 }
 
+async function launch() {
+  if (browser) return;
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync",
+      // Two players means two windows in front of two people: none of them is in the
+      // background, where the browser would slow animation frames and timers down.
+      "--disable-renderer-backgrounding", "--disable-background-timer-throttling",
+      "--disable-backgrounding-occluded-windows",
+    ],
+  });
+}
+
 function stopServer(child) {
   return new Promise((resolve) => {
     if (child.exitCode !== null || child.signalCode !== null) return resolve();
@@ -109,18 +125,7 @@ function watchErrors(page, errors, label) {
 test("two pages, one room: movement, a tag, a reload, a spectator, touch", { timeout: 240_000 }, async () => {
   const server = await startServer(["--no-bots"]);
   const base = server.url;
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-      // Two players means two tabs in front of two people: none of them is a
-      // background tab whose animation frames and timers the browser slows down.
-      "--disable-renderer-backgrounding", "--disable-background-timer-throttling",
-      "--disable-backgrounding-occluded-windows",
-    ],
-  });
+  await launch();
   // Two players: two windows (contexts), as on two machines; in one window one of two
   // tabs would be hidden and its animation frames held back.
   const contextA = await browser.newContext({ viewport: { width: 1100, height: 720 }, locale: "ja-JP" });
@@ -300,7 +305,7 @@ test("two pages, one room: movement, a tag, a reload, a spectator, touch", { tim
 test("screenshots, with bots", { timeout: 120_000 }, async () => {
   const server = await startServer([]);
   const base = server.url;
-  assert.ok(browser, "the first test launched the browser");
+  await launch();
   const errors = [];
   mkdirSync(SHOTS, { recursive: true });
   const context = await browser.newContext({ viewport: { width: 1280, height: 760 }, locale: "ja-JP" });

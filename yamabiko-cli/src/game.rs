@@ -124,6 +124,10 @@ pub struct GameBenchArgs {
     /// Skip the second window (one bot that stops reading).
     #[arg(long)]
     no_stall: bool,
+    /// Length of the second window, in seconds: long enough for the stalled socket's
+    /// buffers to fill and the write deadline to pass.
+    #[arg(long, default_value_t = 15.0, value_name = "SECONDS")]
+    stall_duration: f64,
     /// Receive buffer of the bot that stalls, in bytes.
     #[arg(long, default_value_t = 4096, value_name = "BYTES")]
     stall_recv_buffer: usize,
@@ -154,6 +158,7 @@ pub fn bench(args: GameBenchArgs) -> anyhow::Result<()> {
         duration: secs("duration", args.duration)?,
         warmup: secs("warmup", args.warmup)?,
         stall: !args.no_stall,
+        stall_duration: secs("stall-duration", args.stall_duration)?,
         stall_recv_buffer: args.stall_recv_buffer,
         connect_timeout: secs("connect-timeout", args.connect_timeout)?,
         room_prefix: args.room_prefix,

@@ -50,6 +50,9 @@ pub struct BenchConfig {
     pub warmup: Duration,
     /// Also measure a window with one bot that stops reading.
     pub stall: bool,
+    /// Length of that window: long enough for the stalled socket's buffers to fill
+    /// (some seconds at 30 Hz) and the write deadline to pass.
+    pub stall_duration: Duration,
     /// The stalled bot's socket receive buffer (small, so the server's side fills).
     pub stall_recv_buffer: usize,
     /// Connections opened at once while connecting.
@@ -69,6 +72,7 @@ impl Default for BenchConfig {
             duration: Duration::from_secs(10),
             warmup: Duration::from_secs(2),
             stall: true,
+            stall_duration: Duration::from_secs(15),
             stall_recv_buffer: 4096,
             connect_parallel: 64,
             connect_timeout: Duration::from_secs(60),
@@ -200,7 +204,17 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<(Value, String)> {
     if cfg.stall {
         bots[0].stall.store(true, Ordering::SeqCst);
         // The stalled bot's own figures are not counted.
-        windows.push(window(addr, &bots[1..], &shared, cfg.duration, "one stalled", hz).await?);
+        windows.push(
+            window(
+                addr,
+                &bots[1..],
+                &shared,
+                cfg.stall_duration,
+                "one stalled",
+                hz,
+            )
+            .await?,
+        );
     }
     shared.stop.store(true, Ordering::SeqCst);
     // Writers leave their rooms on their next tick; readers are stopped after that.
@@ -216,6 +230,7 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<(Value, String)> {
         "rooms": rooms,
         "tick_hz": hz,
         "window_s": cfg.duration.as_secs_f64(),
+        "stall_window_s": cfg.stall_duration.as_secs_f64(),
         "errors": shared.errors.load(Ordering::Relaxed),
         "windows": windows,
     });

@@ -191,3 +191,42 @@ impl State {
             .and_then(|(_, frame)| frame[slot])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a room's game costs in memory: the state itself (16 seats) and the
+    /// positions of the last few ticks for lag compensation (4 at 30 Hz).
+    #[test]
+    fn a_rooms_state_is_small() {
+        assert!(std::mem::size_of::<State>() <= 512);
+        assert_eq!(std::mem::size_of::<Option<Player>>(), 28);
+        assert_eq!(std::mem::size_of::<(u32, Frame)>(), 196);
+        let params = crate::sim::Params::for_tick_hz(30).unwrap();
+        assert_eq!(params.rewind_ticks + 1, 4);
+    }
+
+    #[test]
+    fn spawn_points_keep_away_from_others() {
+        let params = crate::sim::Params::for_tick_hz(30).unwrap();
+        let mut s = State::new();
+        for slot in 0..16u8 {
+            let (x, y) = s.spawn_point(&params, u64::from(slot) * 31 + 7);
+            assert!(x >= params.radius && x <= params.width - params.radius);
+            assert!(y >= params.radius && y <= params.height - params.radius);
+            for p in s.players.iter().flatten() {
+                let d2 = i64::from(p.x - x).pow(2) + i64::from(p.y - y).pow(2);
+                assert!(
+                    d2 > i64::from(2 * params.radius).pow(2),
+                    "slot {slot} spawned on someone"
+                );
+            }
+            s.add(slot, x, y);
+        }
+        assert_eq!(s.len(), 16);
+        assert_eq!(s.free_slot(), None);
+        s.remove(3);
+        assert_eq!(s.free_slot(), Some(3));
+    }
+}

@@ -2,7 +2,8 @@
 //! them, written as JSON for the page's code to replay under `node --test`
 //! (`yamabiko-game/tests/js/sim.test.mjs`).
 //!
-//! `yamabiko-game/tests/vectors/sim.json` holds the current set; the Rust test
+//! `yamabiko-game/tests/vectors/sim.json` holds the current set (and, under
+//! `protocol`, messages in bytes next to what the page's codec must make of them); the Rust test
 //! `vectors_are_current` fails when [`generate`] no longer reproduces it (run it with
 //! `UPDATE_VECTORS=1` to rewrite the file after a deliberate change of the rules).
 //!
@@ -365,6 +366,186 @@ fn rewind_case(name: &str, claim_at: u32) -> Value {
     json!({ "name": name, "params": params_json(&params), "start": start, "ticks": out })
 }
 
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Messages as the server's codec writes them, with the objects the page's decoder
+/// must make of them (and the page's messages, with the bytes its encoder must make).
+fn protocol_cases() -> Value {
+    use crate::protocol::client::{ClientMsg, Input};
+    use crate::protocol::server::{
+        NoticeCode, Record, RoomInfo, Seat, ServerMsg, Snapshot, TagEvent, Welcome,
+    };
+    let params = Params::for_tick_hz(30).expect("supported rate");
+    let seat = |slot: u8, name: &str, bot: bool, away: bool, score: u32, tick: u32| Seat {
+        slot,
+        name: name.into(),
+        bot,
+        away,
+        score,
+        tick,
+    };
+    let seat_json = |s: &Seat| json!({ "slot": s.slot, "name": s.name, "bot": s.bot, "away": s.away, "score": s.score, "tick": s.tick });
+    let welcome = Welcome {
+        room: "ひろば <b>".into(),
+        you: Some(3),
+        token: std::array::from_fn(|i| (i * 17) as u8),
+        params,
+        tick: 123_456,
+        it: Some(5),
+        immune_until: 123_470,
+        seats: vec![
+            seat(3, "やまびこ", false, false, 900, 123_456),
+            seat(5, "こだま", true, false, 12, 123_456),
+            seat(9, "\"&'<>", false, true, 4_000_000_000, 123_456),
+        ],
+    };
+    let snapshot = Snapshot {
+        tick: 0xfedc_ba98,
+        it: None,
+        immune: 44,
+        records: vec![
+            Record {
+                slot: 0,
+                away: false,
+                x: 176,
+                y: 4824,
+                vx: -127,
+                vy: 127,
+                ack: 255,
+            },
+            Record {
+                slot: 15,
+                away: true,
+                x: 7999,
+                y: 0,
+                vx: 0,
+                vy: -1,
+                ack: 0,
+            },
+        ],
+    };
+    let server = vec![
+        (
+            ServerMsg::Welcome(welcome.clone()),
+            json!({
+                "type": "welcome", "room": welcome.room, "you": 3, "token": welcome.token.to_vec(),
+                "params": params_json(&params), "tick": 123_456, "it": 5, "immune_until": 123_470,
+                "seats": welcome.seats.iter().map(seat_json).collect::<Vec<_>>(),
+            }),
+        ),
+        (
+            ServerMsg::Snapshot(snapshot.clone()),
+            json!({
+                "type": "snapshot", "tick": 0xfedc_ba98u32, "it": null, "immune": 44,
+                "records": snapshot.records.iter().map(|r| json!({
+                    "slot": r.slot, "away": r.away, "x": r.x, "y": r.y, "vx": r.vx, "vy": r.vy, "ack": r.ack,
+                })).collect::<Vec<_>>(),
+            }),
+        ),
+        (
+            ServerMsg::Joined(seat(7, "新人", false, false, 0, 99)),
+            json!({ "type": "joined", "seat": seat_json(&seat(7, "新人", false, false, 0, 99)) }),
+        ),
+        (
+            ServerMsg::Left { slot: 15 },
+            json!({ "type": "left", "slot": 15 }),
+        ),
+        (
+            ServerMsg::Tagged(TagEvent {
+                tick: 77,
+                tagger: Some(2),
+                tagged: 4,
+                tagger_score: 10,
+                tagged_score: 20,
+            }),
+            json!({ "type": "tagged", "tick": 77, "tagger": 2, "tagged": 4, "tagger_score": 10, "tagged_score": 20 }),
+        ),
+        (
+            ServerMsg::Tagged(TagEvent {
+                tick: 78,
+                tagger: None,
+                tagged: 0,
+                tagger_score: 0,
+                tagged_score: 5,
+            }),
+            json!({ "type": "tagged", "tick": 78, "tagger": null, "tagged": 0, "tagger_score": 0, "tagged_score": 5 }),
+        ),
+        (
+            ServerMsg::Presence {
+                slot: 1,
+                away: true,
+                tick: 5,
+                score: 6,
+            },
+            json!({ "type": "presence", "slot": 1, "away": true, "tick": 5, "score": 6 }),
+        ),
+        (
+            ServerMsg::Lobby(vec![
+                RoomInfo {
+                    name: "hiroba".into(),
+                    players: 6,
+                    bots: 5,
+                    spectators: 0,
+                },
+                RoomInfo {
+                    name: "友だち".into(),
+                    players: 16,
+                    bots: 0,
+                    spectators: 300,
+                },
+            ]),
+            json!({ "type": "lobby", "rooms": [
+                { "name": "hiroba", "players": 6, "bots": 5, "spectators": 0 },
+                { "name": "友だち", "players": 16, "bots": 0, "spectators": 300 },
+            ] }),
+        ),
+        (
+            ServerMsg::Notice {
+                code: NoticeCode::RoomFull,
+                text: "that room is full: 16 people".into(),
+            },
+            json!({ "type": "notice", "code": "room_full", "text": "that room is full: 16 people" }),
+        ),
+    ];
+    let client = vec![
+        (ClientMsg::Lobby, json!({ "kind": "lobby" })),
+        (ClientMsg::Leave, json!({ "kind": "leave" })),
+        (
+            ClientMsg::Join {
+                room: "ひろば".into(),
+                name: "やまびこ".into(),
+                spectate: false,
+                token: None,
+            },
+            json!({ "kind": "join", "room": "ひろば", "name": "やまびこ", "spectate": false, "token": null }),
+        ),
+        (
+            ClientMsg::Join {
+                room: "r".into(),
+                name: String::new(),
+                spectate: true,
+                token: Some([7; 16]),
+            },
+            json!({ "kind": "join", "room": "r", "name": "", "spectate": true, "token": vec![7u8; 16] }),
+        ),
+        (
+            ClientMsg::Input(Input {
+                seq: 0x0102_0304,
+                dx: -127,
+                dy: 5,
+                view_tick: 0xffff_fffe,
+            }),
+            json!({ "kind": "input", "seq": 0x0102_0304, "dx": -127, "dy": 5, "view_tick": 0xffff_fffeu32 }),
+        ),
+    ];
+    json!({
+        "server": server.iter().map(|(m, j)| json!({ "hex": hex(&m.encode()), "msg": j })).collect::<Vec<_>>(),
+        "client": client.iter().map(|(m, j)| json!({ "hex": hex(&m.encode()), "msg": j })).collect::<Vec<_>>(),
+    })
+}
+
 /// All vectors, as written to `tests/vectors/sim.json`.
 pub fn generate() -> Value {
     json!({
@@ -377,8 +558,8 @@ pub fn generate() -> Value {
             step_case("crowd in a corner, 16 players, 30 Hz", 30, 0x7777_7777, 16, 40, true),
             rewind_case("lag compensation: seen 3 ticks back, tagged", 4),
             rewind_case("lag compensation: seen 4 ticks back, beyond the rewind", 5),
-
         ],
+        "protocol": protocol_cases(),
     })
 }
 
@@ -387,15 +568,16 @@ pub fn generate_text() -> String {
     let all = generate();
     let mut out = String::from("{\n");
     out.push_str(&format!("\"version\": {VECTORS_VERSION},\n"));
-    for (i, key) in ["prediction", "step"].iter().enumerate() {
+    for key in ["prediction", "step"] {
         out.push_str(&format!("\"{key}\": [\n"));
         let cases = all[key].as_array().map(Vec::as_slice).unwrap_or(&[]);
         for (j, case) in cases.iter().enumerate() {
             out.push_str(&case.to_string());
             out.push_str(if j + 1 < cases.len() { ",\n" } else { "\n" });
         }
-        out.push_str(if i == 0 { "],\n" } else { "]\n" });
+        out.push_str("],\n");
     }
+    out.push_str(&format!("\"protocol\": {}\n", all["protocol"]));
     out.push_str("}\n");
     out
 }
