@@ -80,6 +80,7 @@ pub fn run(args: GameArgs) -> anyhow::Result<()> {
             crate::limits::shutdown_signal().await;
             on_signal.cancel();
         });
+        tracing::info!(%addr, "game listening");
         // The first line on stdout is the address (tests and scripts read it).
         let mut out = std::io::stdout();
         writeln!(out, "yamabiko game listening on http://{addr}/")?;

@@ -309,7 +309,8 @@ async fn reader(mut read: yamabiko::ReadHalf<TcpStream>, bot: Arc<Bot>, shared: 
         bot.last_tick.store(tick, Ordering::Relaxed);
         let mut st = bot.stats.lock().unwrap_or_else(|e| e.into_inner());
         if measuring {
-            st.bytes += bytes.len() as u64 + 2;
+            // The frame header: 2 bytes, 4 from 126 bytes of payload on.
+            st.bytes += bytes.len() as u64 + if bytes.len() < 126 { 2 } else { 4 };
             st.snapshots += 1;
             if let (Some(at), Some(t)) = (last_arrival, last_tick) {
                 let gap = tick.wrapping_sub(t).max(1);
@@ -383,7 +384,7 @@ async fn writer(
             return;
         }
         seq += 1;
-        if seq % 20 == 0 {
+        if seq.is_multiple_of(20) {
             rng ^= rng << 13;
             rng ^= rng >> 7;
             rng ^= rng << 17;
@@ -554,6 +555,9 @@ pub async fn server_stats(addr: SocketAddr) -> anyhow::Result<Value> {
     Ok(serde_json::from_str(body)?)
 }
 
+/// A row of the table: its name and how to show a window's value.
+type Row<'a> = (&'a str, &'a dyn Fn(&Value) -> String);
+
 fn table(r: &Value) -> String {
     use std::fmt::Write;
     let mut t = String::new();
@@ -572,7 +576,7 @@ fn table(r: &Value) -> String {
         let _ = write!(t, "{:>16}", w["name"].as_str().unwrap_or(""));
     }
     t.push('\n');
-    let rows: [(&str, &dyn Fn(&Value) -> String); 14] = [
+    let rows: [Row; 14] = [
         ("server CPU µs per player-tick", &|w| {
             format!(
                 "{:.2}",

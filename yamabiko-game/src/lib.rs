@@ -19,7 +19,7 @@
 //! * [`fanout`]: the room's publishing interface ([`fanout::Topic`]);
 //! * [`connection`]: one page's reader and writer;
 //! * [`server`]: HTTP, `/stats` and `/ws` on one port; [`assets`]: the embedded page;
-//! * [`stats`]: counters and histograms; [`bench`]: the load generator.
+//! * [`stats`]: counters and histograms; [`mod@bench`]: the load generator.
 #![warn(missing_docs)]
 
 pub mod assets;

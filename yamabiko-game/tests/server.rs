@@ -279,14 +279,14 @@ async fn a_player_who_comes_back_within_the_grace_period_gets_the_seat_back() {
     let me = w2.seats.iter().find(|s| s.slot == sa).unwrap();
     assert_eq!(me.score, away_score, "the score waited");
     assert_eq!(w2.seats.len(), 2, "no second avatar");
-    let back = until(&mut b, |m| match m {
+    // b hears that a is back.
+    until(&mut b, |m| match m {
         ServerMsg::Presence {
             slot, away: false, ..
         } if *slot == sa => Some(()),
         _ => None,
     })
     .await;
-    let _ = back;
     let snap = until(&mut a2, |m| match m {
         ServerMsg::Snapshot(s) => Some(s.clone()),
         _ => None,

@@ -4,7 +4,7 @@
 //! * [`client`]: page → server (lobby, join, leave, input);
 //! * [`server`]: server → page (welcome, snapshot, roster and tag events, lobby list,
 //!   notices);
-//! * [`codec`]: the byte reader and writer both use, and [`DecodeError`] — every
+//! * `codec`: the byte reader and writer both use, and [`DecodeError`] — every
 //!   malformed message is one of its variants, each with the close code the server
 //!   answers it with.
 

@@ -2,7 +2,7 @@
 //!
 //! The snapshot is the hot one: the same bytes for every player and spectator of a
 //! room (each player's record carries its own last acknowledged input), 8 bytes per
-//! circle plus 8, so 16 circles take 136 bytes (138 on the wire with the frame header).
+//! circle plus 8, so 16 circles take 136 bytes (140 on the wire with the frame header).
 
 use super::codec::{DecodeError, Put, Reader};
 use super::{Token, MAX_NAME_CHARS, MAX_ROOM_CHARS, TOKEN_LEN, VERSION};

@@ -247,7 +247,7 @@ fn step_case(name: &str, hz: u32, seed: u32, seats: usize, ticks: u32, crowd: bo
             }
         }
         let mut inputs = vec![];
-        for slot in 0..seats {
+        for (slot, next_seq) in seq.iter_mut().enumerate().take(seats) {
             let Some(me) = state.players[slot] else {
                 continue;
             };
@@ -266,10 +266,10 @@ fn step_case(name: &str, hz: u32, seed: u32, seats: usize, ticks: u32, crowd: bo
                 } else {
                     away_from_it(&state, &me)
                 };
-                seq[slot] += 1;
+                *next_seq += 1;
                 inputs.push(Command {
                     slot: slot as u8,
-                    seq: seq[slot],
+                    seq: *next_seq,
                     dx,
                     dy,
                     view_tick: state.tick.saturating_sub(rng.below(6)),
@@ -509,7 +509,7 @@ fn protocol_cases() -> Value {
             json!({ "type": "notice", "code": "room_full", "text": "that room is full: 16 people" }),
         ),
     ];
-    let client = vec![
+    let client = [
         (ClientMsg::Lobby, json!({ "kind": "lobby" })),
         (ClientMsg::Leave, json!({ "kind": "leave" })),
         (
