@@ -2,9 +2,8 @@
 # End-to-end browser test of the game (`yamabiko game`): builds the release binary,
 # installs Debian's chromium and the npm dependencies when missing, and runs
 # tests/browser/game.test.mjs with node's test runner. Prints the key-down → seen on
-# the other page latency (p50/p95) and writes docs/game-screenshot.png,
-# docs/game-screenshot-phone.png and docs/game-lobby.png. Exits non-zero on any
-# failure.
+# the other page latency (p50/p95) and writes docs/game-screenshot.png and
+# docs/game-screenshot-phone.png. Exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$(pwd)"

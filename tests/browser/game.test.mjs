@@ -1,6 +1,7 @@
 // End-to-end test of `yamabiko game` in headless Chromium (Debian's package), driven
 // by playwright-core. Run by scripts/game-browser-test.sh; needs YAMABIKO_BIN (the
-// built binary) and writes docs/game-screenshot.png (and -phone.png).
+// built binary) and writes docs/game-screenshot.png and docs/game-screenshot-phone.png
+// (KEEP_SHOTS=DIR also keeps the lobby).
 //
 // As players would: two pages join one room by link; holding a key on page A moves A's
 // circle on page B (the time from key-down to B seeing it move is measured and
@@ -332,7 +333,7 @@ test("screenshots, with bots", { timeout: 120_000 }, async () => {
   await lobby.goto(`${base}/`);
   await lobby.waitForSelector("#rooms li .room-name", { timeout: TIMEOUT });
   assert.ok((await lobby.textContent("#rooms")).includes("hiroba"));
-  await lobby.screenshot({ path: path.join(SHOTS, "game-lobby.png") });
+  if (process.env.KEEP_SHOTS) await lobby.screenshot({ path: path.join(process.env.KEEP_SHOTS, "game-lobby.png") });
   const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true });
   const m = await phone.newPage();
   watchErrors(m, errors, "phone shot");
