@@ -30,15 +30,14 @@ WARMUP="${WARMUP:-3}"
 if [ -n "${SMOKE:-}" ]; then
     PLAYERS=16 DURATION=2 STALL_DURATION=2 WARMUP=1
 fi
-pin() { # pin CORE COMMAND...: taskset when there is more than one core to pin to
-    local core=$1
-    shift
-    if command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -gt 1 ]; then
-        taskset -c "$core" "$@"
-    else
-        "$@"
-    fi
-}
+# taskset when there is more than one core to pin to (it execs the command, so $! is
+# the server's PID).
+pin_server=()
+pin_client=()
+if command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -gt 1 ]; then
+    pin_server=(taskset -c "${CORE_SERVER:-0}")
+    pin_client=(taskset -c "${CORE_CLIENT:-1}")
+fi
 
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -50,7 +49,7 @@ cleanup() {
     fi
 }
 trap cleanup EXIT
-pin "${CORE_SERVER:-0}" "$BIN" game --listen "127.0.0.1:$port" --no-bots --threads 1 \
+"${pin_server[@]}" "$BIN" game --listen "127.0.0.1:$port" --no-bots --threads 1 \
     --tick-hz "$HZ" --max-conns 0 >/dev/null 2>&1 &
 server_pid=$!
 for _ in $(seq 100); do
@@ -59,7 +58,7 @@ for _ in $(seq 100); do
 done
 
 report=$(mktemp)
-pin "${CORE_CLIENT:-1}" "$BIN" game-bench "ws://127.0.0.1:$port/ws" --players "$PLAYERS" \
+"${pin_client[@]}" "$BIN" game-bench "ws://127.0.0.1:$port/ws" --players "$PLAYERS" \
     --duration "$DURATION" --stall-duration "$STALL_DURATION" --warmup "$WARMUP" --json > "$report"
 if [ -n "${JSON:-}" ]; then cp "$report" "$JSON"; fi
 python3 - "$report" "${SMOKE:-}" <<'PY'
