@@ -83,6 +83,7 @@ pub mod blocking;
 pub mod client;
 pub mod conn;
 pub mod error;
+pub mod hub;
 pub mod message;
 pub mod prepared;
 pub mod proto;
@@ -98,6 +99,7 @@ pub use conn::{
 pub use error::{is_close_error, is_unexpected_close_error, Error, Result};
 /// The `http` crate, whose request, response and header types the handshakes use.
 pub use http;
+pub use hub::Hub;
 pub use message::{Control, Message, Utf8Bytes};
 pub use prepared::PreparedMessage;
 pub use proto::deflate::DeflateConfig as Compression;

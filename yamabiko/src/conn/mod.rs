@@ -2,6 +2,7 @@
 
 mod deadline;
 pub(crate) mod handlers;
+mod outlet;
 mod read;
 mod shared;
 mod stream_sink;
@@ -208,6 +209,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 }
 
 impl<S> Conn<S> {
+    /// The write half, for a hub.
+    pub(crate) fn write_half(&self) -> &WriteHalf<S> {
+        &self.write
+    }
+
     /// Splits into a read half and a write half that can live in different tasks. The
     /// read half's automatic replies (pong, close) go out through the shared writer.
     pub fn split(self) -> (ReadHalf<S>, WriteHalf<S>) {

@@ -240,6 +240,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ReadHalf<S> {
         if self.ending.is_some() {
             return self.poll_ending(cx);
         }
+        if let Some((frame, give_up)) = self.shared.take_kick() {
+            // A hub closed the connection for falling behind and queued the close
+            // frame: get it out (until `give_up`), then end reads.
+            self.ending = Some(Box::new(Sticky::TooSlow(frame)));
+            self.ending_deadline.set(Some(give_up));
+            return self.poll_ending(cx);
+        }
         if self.deadline.poll_expired(cx) {
             return Poll::Ready(Err(Error::Timeout));
         }
@@ -320,14 +327,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ReadHalf<S> {
                 // Dropped again if nothing is there: idle connections hold no buffer.
                 let mut fresh =
                     BytesMut::with_capacity(self.large_reads as usize + self.read_buffer_size);
-                let n = ready!(self.shared.poll_read_into(cx, &mut fresh))?;
+                let n = ready!(self.shared.poll_read_into(cx, &mut fresh, self.flush_id))?;
                 if n <= self.read_buffer_size {
                     self.large_reads = 0;
                 }
                 self.buf = fresh;
                 return Poll::Ready(Ok(n));
             }
-            let fresh = ready!(self.shared.poll_read_fresh(cx, self.read_buffer_size))?;
+            let fresh = ready!(self.shared.poll_read_fresh(
+                cx,
+                self.read_buffer_size,
+                self.flush_id
+            ))?;
             let n = fresh.len();
             self.buf = fresh;
             return Poll::Ready(Ok(n));
@@ -353,7 +364,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ReadHalf<S> {
         } else if spare < self.read_buffer_size / 4 {
             self.buf.reserve(self.read_buffer_size);
         }
-        self.shared.poll_read_into(cx, &mut self.buf)
+        self.shared.poll_read_into(cx, &mut self.buf, self.flush_id)
     }
 
     fn fail_io(&mut self, e: io::Error) -> Error {

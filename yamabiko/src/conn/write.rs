@@ -3,6 +3,7 @@
 use super::deadline::Deadline;
 use super::shared::{FlushGuard, PayloadRef, Shared};
 use crate::error::{Error, Result};
+use crate::hub::Framing;
 use crate::message::{Control, Message};
 use crate::proto::deflate::Compressor;
 use crate::proto::utf8::Utf8Validator;
@@ -73,6 +74,21 @@ impl<S> WriteHalf<S> {
     /// Whether permessage-deflate was negotiated on this connection.
     pub fn compression_negotiated(&self) -> bool {
         self.compression.is_some()
+    }
+
+    /// How a hub frames messages for this connection (see [`Framing`]).
+    pub(crate) fn framing(&self) -> Framing {
+        if self.shared.role == crate::proto::Role::Client {
+            return Framing::Masked;
+        }
+        match &self.compression {
+            Some(c) if c.is_enabled() && c.settings().no_context_takeover() => Framing::Deflate {
+                window_bits: c.settings().window_bits(),
+                level: c.settings().level(),
+                threshold: c.threshold(),
+            },
+            _ => Framing::Plain,
+        }
     }
 
     /// The compressor to use for a message of `len` bytes, if any.
