@@ -5,8 +5,8 @@
 //! reader takes it.
 
 use super::shared::{PayloadRef, Shared, WriteQueue};
-use crate::hub::{Offer, Offered, Outgoing, Outlet, Overflow};
 use crate::hub::Counters;
+use crate::hub::{Offer, Offered, Outgoing, Outlet, Overflow};
 use crate::proto::{CloseFrame, OpCode, Role};
 use bytes::Bytes;
 use std::sync::atomic::Ordering;

@@ -334,11 +334,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ReadHalf<S> {
                 self.buf = fresh;
                 return Poll::Ready(Ok(n));
             }
-            let fresh = ready!(self.shared.poll_read_fresh(
-                cx,
-                self.read_buffer_size,
-                self.flush_id
-            ))?;
+            let fresh =
+                ready!(self
+                    .shared
+                    .poll_read_fresh(cx, self.read_buffer_size, self.flush_id))?;
             let n = fresh.len();
             self.buf = fresh;
             return Poll::Ready(Ok(n));

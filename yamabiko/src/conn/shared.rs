@@ -355,7 +355,11 @@ impl<S> Inner<S> {
 
     /// Registers `cx` as the task to wake for frames queued from outside.
     fn register_driver(&mut self, cx: &Context<'_>) {
-        if !self.driver.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+        if !self
+            .driver
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
             self.driver = Some(cx.waker().clone());
         }
     }
