@@ -41,6 +41,39 @@ const MAX_IOVECS: usize = 64;
 /// A fresh staging buffer starts this large (it is freed again once written), so
 /// that a burst of small frames is copied into it without a chain of reallocations.
 const STAGING_START: usize = 1024;
+/// Written staging buffers kept per thread for the next connection that needs one
+/// (about 1 KiB each): a hub that queues a message on thousands of idle connections
+/// at once would otherwise make the allocator hand out, and take back, one buffer per
+/// delivery, which costs more than the delivery itself.
+const STAGING_POOL: usize = 2048;
+
+thread_local! {
+    static STAGING_BUFFERS: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A staging buffer of `STAGING_START` bytes, from the thread's pool if it has one.
+fn fresh_staging() -> BytesMut {
+    STAGING_BUFFERS
+        .try_with(|pool| pool.try_borrow_mut().ok()?.pop())
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| BytesMut::with_capacity(STAGING_START))
+}
+
+/// Gives a written (empty) staging buffer back to the thread's pool, or frees it.
+fn recycle_staging(mut buf: BytesMut) {
+    if !(STAGING_START..=4 * STAGING_START).contains(&buf.capacity()) {
+        return;
+    }
+    buf.clear();
+    let _ = STAGING_BUFFERS.try_with(|pool| {
+        if let Ok(mut pool) = pool.try_borrow_mut() {
+            if pool.len() < STAGING_POOL {
+                pool.push(buf);
+            }
+        }
+    });
+}
 
 /// Frames waiting to be written, in order: `chunks` first, then `staging`.
 #[derive(Default)]
@@ -124,7 +157,11 @@ impl WriteQueue {
     /// The staging buffer, with room for at least `n` more bytes if it was empty.
     fn staging(&mut self, n: usize) -> &mut BytesMut {
         if self.staging.capacity() == 0 {
-            self.staging.reserve(n.max(STAGING_START));
+            if n <= STAGING_START {
+                self.staging = fresh_staging();
+            } else {
+                self.staging.reserve(n);
+            }
         }
         &mut self.staging
     }
@@ -162,7 +199,7 @@ impl WriteQueue {
         }
         if self.is_empty() {
             // Everything went out: hold no memory while the connection is quiet.
-            self.staging = BytesMut::new();
+            recycle_staging(std::mem::take(&mut self.staging));
             if self.chunks.capacity() > 0 {
                 self.chunks = VecDeque::new();
             }
@@ -542,10 +579,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
 
     /// Whether a hub closed the connection for falling behind: the close frame it
     /// queued and the instant after which the transport is given up.
+    #[inline]
     pub(crate) fn take_kick(&self) -> Option<(crate::proto::CloseFrame, std::time::Instant)> {
         if !self.kicked.load(Ordering::Acquire) {
             return None;
         }
+        self.take_kick_slow()
+    }
+
+    #[cold]
+    fn take_kick_slow(&self) -> Option<(crate::proto::CloseFrame, std::time::Instant)> {
         self.lock().hub.as_mut()?.kicked.take()
     }
 }
