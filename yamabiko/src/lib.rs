@@ -75,6 +75,15 @@
 //!    modules carry a runnable example; `examples/hyper.rs` and `examples/axum.rs` are
 //!    whole servers.
 //!
+//! ## Fan-out
+//!
+//! [`Hub`] is publish/subscribe over connections: [`Hub::subscribe`] a [`Conn`] (or a
+//! [`WriteHalf`]) to a topic, [`Hub::publish`] a message to all its subscribers. The
+//! message is framed once; each subscriber's reader writes what was published to it,
+//! several messages in one write; a subscriber that falls behind is bounded in bytes
+//! and handled by its [`hub::Backpressure`] policy (drop newest, latest wins, or close).
+//! The [`hub`] module documentation has the model and a runnable example.
+//!
 //! The protocol itself lives in [`proto`], a sans-IO core that knows nothing of sockets.
 
 #![warn(missing_docs)]
