@@ -87,21 +87,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         leftover: BytesMut,
         subprotocol: Option<String>,
     ) -> Self {
-        let shared = Arc::new(Shared::new(stream, role));
+        let shared = Arc::new(Shared::new(stream, role, subprotocol));
         let decoder = Decoder::new(DecoderConfig {
             role,
             max_frame_size: config.max_frame_size as u64,
             max_message_size: config.max_message_size as u64,
         });
         Conn {
-            read: ReadHalf::new(
-                shared.clone(),
-                decoder,
-                config.read_buffer_size,
-                leftover,
-                subprotocol.clone(),
-            ),
-            write: WriteHalf::new(shared, config.write_buffer_size, subprotocol),
+            read: ReadHalf::new(shared.clone(), decoder, config.read_buffer_size, leftover),
+            write: WriteHalf::new(shared, config.write_buffer_size),
         }
     }
 

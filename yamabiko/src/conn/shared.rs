@@ -254,10 +254,12 @@ pub(crate) struct Shared<S> {
     /// Set (once) by a hub that closed the connection for falling behind; the reader
     /// looks at it on every poll without taking the lock.
     pub(crate) kicked: AtomicBool,
+    /// The subprotocol agreed in the handshake (one copy for both halves).
+    pub(crate) subprotocol: Option<Box<str>>,
 }
 
 impl<S> Shared<S> {
-    pub(crate) fn new(io: S, role: Role) -> Self {
+    pub(crate) fn new(io: S, role: Role, subprotocol: Option<String>) -> Self {
         Shared {
             inner: Mutex::new(Inner {
                 io,
@@ -274,6 +276,7 @@ impl<S> Shared<S> {
             }),
             role,
             kicked: AtomicBool::new(false),
+            subprotocol: subprotocol.map(String::into_boxed_str),
         }
     }
 

@@ -28,24 +28,18 @@ pub struct WriteHalf<S> {
     deadline: Deadline,
     flush_id: u64,
     write_buffer_size: usize,
-    pub(crate) subprotocol: Option<String>,
     /// Boxed: most connections never compress, and an idle one should be small.
     compression: Option<Box<WriteCompression>>,
 }
 
 impl<S> WriteHalf<S> {
-    pub(crate) fn new(
-        shared: Arc<Shared<S>>,
-        write_buffer_size: usize,
-        subprotocol: Option<String>,
-    ) -> Self {
+    pub(crate) fn new(shared: Arc<Shared<S>>, write_buffer_size: usize) -> Self {
         let flush_id = shared.new_flush_id();
         WriteHalf {
             shared,
             deadline: Deadline::default(),
             flush_id,
             write_buffer_size: write_buffer_size.max(128),
-            subprotocol,
             compression: None,
         }
     }
@@ -120,7 +114,7 @@ impl<S> WriteHalf<S> {
 
     /// The subprotocol agreed in the handshake.
     pub fn subprotocol(&self) -> Option<&str> {
-        self.subprotocol.as_deref()
+        self.shared.subprotocol.as_deref()
     }
 
     /// A handle for sending control frames from other tasks (gorilla's `WriteControl`
