@@ -83,7 +83,7 @@ fn push(queue: &mut WriteQueue, frame: Outgoing<'_>, role: Role) {
     }
 }
 
-impl<S: Send> Outlet for Shared<S> {
+impl<S: tokio::io::AsyncWrite + Unpin + Send> Outlet for Shared<S> {
     fn offer(&self, offer: &Offer<'_>, wakes: &mut Vec<Waker>) -> Offered {
         let mut g = self.lock();
         if g.close_sent {
@@ -150,5 +150,9 @@ impl<S: Send> Outlet for Shared<S> {
 
     fn queued_bytes(&self) -> usize {
         self.lock().queued_bytes()
+    }
+
+    fn write_now(&self, driver: &Waker) {
+        Shared::write_now(self, driver);
     }
 }

@@ -38,6 +38,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 const ZERO_COPY_THRESHOLD: usize = 16 * 1024;
 /// At most this many buffers go into one vectored write.
 const MAX_IOVECS: usize = 64;
+/// The flusher identity of a hub writing for a corked publish (real ones start at 2).
+const HUB_FLUSH_ID: u64 = 1;
 /// A fresh staging buffer starts this large (it is freed again once written), so
 /// that a burst of small frames is copied into it without a chain of reallocations.
 const STAGING_START: usize = 1024;
@@ -506,6 +508,29 @@ impl<S: AsyncWrite + Unpin> Shared<S> {
         match result {
             Poll::Ready(Err(e)) => Err(e),
             _ => Ok(()),
+        }
+    }
+
+    /// A corked hub delivery: writes what is queued now, from the publisher's task,
+    /// instead of waking the driver (which the hub had chosen to wake, so nobody else
+    /// is writing). If the transport is full, `driver` is what it registers, so the
+    /// driver goes on from there; if it failed, the driver is woken to find out.
+    pub(crate) fn write_now(&self, driver: &Waker) {
+        let mut guard = self.lock();
+        let g = &mut *guard;
+        g.driver_woken = false;
+        if g.flusher.is_some() || g.write_blocked || g.write_error.is_some() {
+            return;
+        }
+        g.flusher = Some(HUB_FLUSH_ID);
+        let result = self.poll_write_queue(g, &mut Context::from_waker(driver));
+        g.flusher = None;
+        for w in g.waiters.drain(..) {
+            w.wake();
+        }
+        drop(guard);
+        if let Poll::Ready(Err(_)) = result {
+            driver.wake_by_ref();
         }
     }
 

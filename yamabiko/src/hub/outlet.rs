@@ -65,4 +65,8 @@ pub(crate) trait Outlet: Send + Sync {
 
     /// Bytes waiting in the connection's write queue.
     fn queued_bytes(&self) -> usize;
+
+    /// Writes what is queued now, from the caller's task, instead of waking
+    /// `driver` (a corked publish; see [`Cork`](super::Cork)).
+    fn write_now(&self, driver: &Waker);
 }
