@@ -23,6 +23,11 @@ pub enum Error {
     Closed(CloseFrame),
     /// A close frame was already sent; no more data can be written.
     CloseSent,
+    /// A [`Hub`](crate::Hub) closed the connection because it fell behind: its unsent
+    /// bytes reached a subscription's bound under
+    /// [`Overflow::Close`](crate::hub::Overflow::Close). Carries the close frame that
+    /// was sent. Every later read returns it again.
+    TooSlow(CloseFrame),
     /// The read or write deadline has passed.
     Timeout,
     /// The caller asked for something the protocol does not allow (e.g. a control
@@ -48,6 +53,7 @@ pub enum Error {
 #[derive(Clone, Debug)]
 pub(crate) enum Sticky {
     Closed(CloseFrame),
+    TooSlow(CloseFrame),
     Protocol(ProtocolError),
     Io(io::ErrorKind, String),
     Handler(String),
@@ -57,6 +63,7 @@ impl Sticky {
     pub(crate) fn to_error(&self) -> Error {
         match self {
             Sticky::Closed(f) => Error::Closed(f.clone()),
+            Sticky::TooSlow(f) => Error::TooSlow(f.clone()),
             Sticky::Protocol(p) => Error::Protocol(p.clone()),
             Sticky::Io(kind, msg) => Error::Io(io::Error::new(*kind, msg.clone())),
             Sticky::Handler(msg) => Error::InvalidInput(msg.clone()),
@@ -100,6 +107,7 @@ impl fmt::Display for Error {
             Error::Protocol(e) => write!(f, "websocket: protocol error: {e}"),
             Error::Closed(c) => write!(f, "websocket: close {c}"),
             Error::CloseSent => f.write_str("websocket: close sent"),
+            Error::TooSlow(c) => write!(f, "websocket: closed as too slow ({c})"),
             Error::Timeout => f.write_str("websocket: deadline exceeded"),
             Error::InvalidInput(e) => write!(f, "websocket: {e}"),
             #[cfg(feature = "json")]

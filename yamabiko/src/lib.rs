@@ -75,6 +75,15 @@
 //!    modules carry a runnable example; `examples/hyper.rs` and `examples/axum.rs` are
 //!    whole servers.
 //!
+//! ## Fan-out
+//!
+//! [`Hub`] is publish/subscribe over connections: [`Hub::subscribe`] a [`Conn`] (or a
+//! [`WriteHalf`]) to a topic, [`Hub::publish`] a message to all its subscribers. The
+//! message is framed once; each subscriber's reader writes what was published to it,
+//! several messages in one write; a subscriber that falls behind is bounded in bytes
+//! and handled by its [`hub::Backpressure`] policy (drop newest, latest wins, or close).
+//! The [`hub`] module documentation has the model and a runnable example.
+//!
 //! The protocol itself lives in [`proto`], a sans-IO core that knows nothing of sockets.
 
 #![warn(missing_docs)]
@@ -83,6 +92,7 @@ pub mod blocking;
 pub mod client;
 pub mod conn;
 pub mod error;
+pub mod hub;
 pub mod message;
 pub mod prepared;
 pub mod proto;
@@ -98,6 +108,7 @@ pub use conn::{
 pub use error::{is_close_error, is_unexpected_close_error, Error, Result};
 /// The `http` crate, whose request, response and header types the handshakes use.
 pub use http;
+pub use hub::Hub;
 pub use message::{Control, Message, Utf8Bytes};
 pub use prepared::PreparedMessage;
 pub use proto::deflate::DeflateConfig as Compression;

@@ -137,6 +137,14 @@ impl Message {
         }
     }
 
+    /// The payload as shared `Bytes`.
+    pub(crate) fn payload(&self) -> &Bytes {
+        match self {
+            Message::Text(t) => t.as_bytes(),
+            Message::Binary(b) => b,
+        }
+    }
+
     /// Payload length in bytes.
     pub fn len(&self) -> usize {
         self.as_bytes().len()

@@ -22,10 +22,15 @@ impl Deadline {
     }
 
     /// Whether the deadline has passed; otherwise arranges a wake-up for it.
+    #[inline]
     pub(crate) fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some(at) = self.at else {
-            return false;
-        };
+        match self.at {
+            None => false,
+            Some(at) => self.poll_expired_at(at, cx),
+        }
+    }
+
+    fn poll_expired_at(&mut self, at: Instant, cx: &mut Context<'_>) -> bool {
         if Instant::now() >= at {
             return true;
         }

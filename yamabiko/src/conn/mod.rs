@@ -2,6 +2,7 @@
 
 mod deadline;
 pub(crate) mod handlers;
+mod outlet;
 mod read;
 mod shared;
 mod stream_sink;
@@ -86,21 +87,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         leftover: BytesMut,
         subprotocol: Option<String>,
     ) -> Self {
-        let shared = Arc::new(Shared::new(stream, role));
+        let shared = Arc::new(Shared::new(stream, role, subprotocol));
         let decoder = Decoder::new(DecoderConfig {
             role,
             max_frame_size: config.max_frame_size as u64,
             max_message_size: config.max_message_size as u64,
         });
         Conn {
-            read: ReadHalf::new(
-                shared.clone(),
-                decoder,
-                config.read_buffer_size,
-                leftover,
-                subprotocol.clone(),
-            ),
-            write: WriteHalf::new(shared, config.write_buffer_size, subprotocol),
+            read: ReadHalf::new(shared.clone(), decoder, config.read_buffer_size, leftover),
+            write: WriteHalf::new(shared, config.write_buffer_size),
         }
     }
 
@@ -208,6 +203,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 }
 
 impl<S> Conn<S> {
+    /// The write half, for a hub.
+    pub(crate) fn write_half(&self) -> &WriteHalf<S> {
+        &self.write
+    }
+
     /// Splits into a read half and a write half that can live in different tasks. The
     /// read half's automatic replies (pong, close) go out through the shared writer.
     pub fn split(self) -> (ReadHalf<S>, WriteHalf<S>) {

@@ -3,6 +3,7 @@
 use super::deadline::Deadline;
 use super::shared::{FlushGuard, PayloadRef, Shared};
 use crate::error::{Error, Result};
+use crate::hub::Framing;
 use crate::message::{Control, Message};
 use crate::proto::deflate::Compressor;
 use crate::proto::utf8::Utf8Validator;
@@ -27,24 +28,18 @@ pub struct WriteHalf<S> {
     deadline: Deadline,
     flush_id: u64,
     write_buffer_size: usize,
-    pub(crate) subprotocol: Option<String>,
     /// Boxed: most connections never compress, and an idle one should be small.
     compression: Option<Box<WriteCompression>>,
 }
 
 impl<S> WriteHalf<S> {
-    pub(crate) fn new(
-        shared: Arc<Shared<S>>,
-        write_buffer_size: usize,
-        subprotocol: Option<String>,
-    ) -> Self {
+    pub(crate) fn new(shared: Arc<Shared<S>>, write_buffer_size: usize) -> Self {
         let flush_id = shared.new_flush_id();
         WriteHalf {
             shared,
             deadline: Deadline::default(),
             flush_id,
             write_buffer_size: write_buffer_size.max(128),
-            subprotocol,
             compression: None,
         }
     }
@@ -73,6 +68,21 @@ impl<S> WriteHalf<S> {
     /// Whether permessage-deflate was negotiated on this connection.
     pub fn compression_negotiated(&self) -> bool {
         self.compression.is_some()
+    }
+
+    /// How a hub frames messages for this connection (see [`Framing`]).
+    pub(crate) fn framing(&self) -> Framing {
+        if self.shared.role == crate::proto::Role::Client {
+            return Framing::Masked;
+        }
+        match &self.compression {
+            Some(c) if c.is_enabled() && c.settings().no_context_takeover() => Framing::Deflate {
+                window_bits: c.settings().window_bits(),
+                level: c.settings().level(),
+                threshold: c.threshold(),
+            },
+            _ => Framing::Plain,
+        }
     }
 
     /// The compressor to use for a message of `len` bytes, if any.
@@ -104,7 +114,7 @@ impl<S> WriteHalf<S> {
 
     /// The subprotocol agreed in the handshake.
     pub fn subprotocol(&self) -> Option<&str> {
-        self.subprotocol.as_deref()
+        self.shared.subprotocol.as_deref()
     }
 
     /// A handle for sending control frames from other tasks (gorilla's `WriteControl`
