@@ -90,16 +90,20 @@ pub mod server;
 pub mod upgrade;
 mod write_compression;
 
+/// The `bytes` crate, whose `Bytes` carry payloads and whose `BytesMut` holds the
+/// bytes read past a handshake ([`Upgrader::read_request`]).
+pub use bytes;
 pub use client::{Dialer, HandshakeResponse, MaybeTlsStream};
 pub use conn::{
-    CloseHandler, Config, Conn, ControlHandle, HandlerContext, MessageReader, MessageWriter,
-    PingHandler, PongHandler, ReadHalf, WriteHalf,
+    CloseHandler, Config, Conn, ControlHandle, HandlerContext, IntoDeadline, MessageReader,
+    MessageWriter, PingHandler, PongHandler, ReadHalf, WriteHalf,
 };
-pub use error::{is_close_error, is_unexpected_close_error, Error, Result};
+pub use error::{is_close_error, is_unexpected_close_error, Error, Result, ReuniteError};
 /// The `http` crate, whose request, response and header types the handshakes use.
 pub use http;
 pub use message::{Control, Message, Utf8Bytes};
 pub use prepared::PreparedMessage;
-pub use proto::deflate::DeflateConfig as Compression;
+pub use proto::deflate::DeflateConfig;
+pub use proto::handshake::is_websocket_upgrade;
 pub use proto::{CloseCode, CloseFrame, MessageKind, ProtocolError, Role};
-pub use server::{Negotiated, Upgrader};
+pub use server::{write_http_response, Negotiated, Upgrader};

@@ -38,7 +38,7 @@ fn echo_server(upgrader: Upgrader, conns: usize) -> SocketAddr {
     addr
 }
 
-fn dial(addr: SocketAddr) -> Conn<yamabiko::blocking::MaybeTlsStream> {
+fn dial(addr: SocketAddr) -> Conn<yamabiko::blocking::BlockingStream> {
     let (mut conn, _) = Dialer::new()
         .dial_blocking(&format!("ws://{addr}/"))
         .unwrap();
@@ -182,7 +182,7 @@ fn split_halves_in_two_threads_with_write_control_from_a_third() {
         read.read_message().unwrap();
     }
     assert_eq!(pongs.load(Ordering::SeqCst), 20);
-    let conn = Conn::reunite(read, write).ok().expect("same connection");
+    let conn = Conn::reunite(read, write).expect("same connection");
     conn.close_with(CloseCode::NORMAL, "", WAIT).unwrap();
 }
 
@@ -439,7 +439,7 @@ fn wss_through_rustls_stream_owned() {
         .unwrap()
         .dial_blocking(&format!("wss://{addr}/"))
         .unwrap();
-    assert!(conn.with_stream(|s| s.is_tls()));
+    assert_eq!(conn.with_stream(|s| s.is_tls()), Some(true));
     let control = conn.control_handle();
     let (mut read, mut write) = conn.split();
     read.set_read_deadline(Some(Instant::now() + WAIT));
@@ -460,7 +460,7 @@ fn wss_through_rustls_stream_owned() {
         );
     }
     let write = writer.join().unwrap();
-    let conn = Conn::reunite(read, write).ok().unwrap();
+    let conn = Conn::reunite(read, write).expect("same connection");
     conn.close_with(CloseCode::NORMAL, "", WAIT).unwrap();
     server.join().unwrap();
 }

@@ -806,7 +806,7 @@ async fn split_halves_in_two_tasks() {
             });
             let (rd, end) = join(reader).await;
             let (wr, n) = join(writer).await;
-            let conn = Conn::reunite(rd, wr).unwrap_or_else(|_| panic!("same connection"));
+            let conn = Conn::reunite(rd, wr).expect("same connection");
             drop(conn);
             (end, n)
         })
@@ -972,7 +972,7 @@ async fn local_and_peer_addresses() {
         assert_eq!(server_peer, client.local_addr().unwrap());
         assert!(server_peer.ip().is_loopback());
         // The stream itself is reachable too.
-        let nodelay = client.with_stream(|s| s.nodelay()).unwrap();
+        let nodelay = client.with_stream(|s| s.nodelay()).expect("open").unwrap();
         assert!(!nodelay);
         assert!(client.into_inner().is_some());
     })

@@ -23,9 +23,10 @@ impl HandlerContext<'_> {
         self.replies.push(control);
     }
 
-    /// Sets the read deadline, as [`Conn::set_read_deadline`](crate::Conn::set_read_deadline).
-    pub fn set_read_deadline(&mut self, deadline: Option<Instant>) {
-        *self.read_deadline = deadline;
+    /// Sets the read deadline, as [`Conn::set_read_deadline`](crate::Conn::set_read_deadline)
+    /// (a `std` or tokio instant, or `None`).
+    pub fn set_read_deadline(&mut self, deadline: impl crate::IntoDeadline) {
+        *self.read_deadline = deadline.into_deadline();
     }
 
     /// The current read deadline.

@@ -10,6 +10,11 @@
 //! that is dropped hands the job on, so cancelling a write never strands the queue;
 //! and because bytes leave the queue only as the transport accepts them, cancelling
 //! never leaves half a frame behind either.
+//!
+//! The transport can be closed at once from any half or handle ([`Shared::close_now`]):
+//! it is dropped, and the tasks waiting on it are woken to find it gone. The wakers of
+//! the reader and the flusher are kept here for that, because a tokio transport that is
+//! dropped forgets the tasks waiting on it without waking them.
 
 use crate::proto::encoder::{encode_frame, encode_header, header};
 use crate::proto::frame::{FrameHeader, MAX_HEADER_LEN};
@@ -173,8 +178,13 @@ impl PayloadRef<'_> {
 }
 
 pub(crate) struct Inner<S> {
-    pub(crate) io: S,
+    /// The transport; `None` once [`Shared::close_now`] dropped it.
+    io: Option<S>,
     queue: WriteQueue,
+    /// The task that last found the transport not ready to read, and the flusher that
+    /// last found it not ready to write: woken by `close_now`.
+    read_waker: Option<Waker>,
+    write_waker: Option<Waker>,
     flusher: Option<u64>,
     waiters: Vec<Waker>,
     next_id: u64,
@@ -194,8 +204,10 @@ impl<S> Shared<S> {
     pub(crate) fn new(io: S, role: Role) -> Self {
         Shared {
             inner: Mutex::new(Inner {
-                io,
+                io: Some(io),
                 queue: WriteQueue::default(),
+                read_waker: None,
+                write_waker: None,
                 flusher: None,
                 waiters: Vec::new(),
                 next_id: 1,
@@ -219,11 +231,41 @@ impl<S> Shared<S> {
         g.next_id
     }
 
-    pub(crate) fn into_inner(self) -> S {
+    /// The transport, unless it was closed.
+    pub(crate) fn into_inner(self) -> Option<S> {
         self.inner
             .into_inner()
             .unwrap_or_else(|e| e.into_inner())
             .io
+    }
+
+    /// Runs `f` with the transport; `None` once it was closed.
+    pub(crate) fn with_io<R>(&self, f: impl FnOnce(&S) -> R) -> Option<R> {
+        self.lock().io.as_ref().map(f)
+    }
+
+    /// Closes the transport at once (gorilla's `Close`): drops it, so the peer sees
+    /// the connection end now, whatever halves and handles still share it. Whoever
+    /// waits on it is woken and then fails with [`closed_error`].
+    pub(crate) fn close_now(&self) {
+        let io = {
+            let mut g = self.lock();
+            let io = g.io.take();
+            g.queue = WriteQueue::default();
+            g.flusher = None;
+            let wakers = g.read_waker.take().into_iter().chain(g.write_waker.take());
+            for w in wakers.chain(g.waiters.drain(..)).collect::<Vec<_>>() {
+                w.wake();
+            }
+            io
+        };
+        // Outside the lock: dropping a transport may take a while (TLS, deregistering).
+        drop(io);
+    }
+
+    /// Whether [`close_now`](Self::close_now) was called.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().io.is_none()
     }
 
     /// Stops being the flusher, if `id` is, and wakes whoever waits for the queue.
@@ -287,11 +329,11 @@ impl<S: AsyncWrite + Unpin> Shared<S> {
         let mut guard = self.lock();
         let g = &mut *guard;
         if let Some(kind) = g.write_error {
-            return Poll::Ready(Err(io::Error::new(
-                kind,
-                "websocket: transport failed earlier",
-            )));
+            return Poll::Ready(Err(io::Error::new(kind, "transport failed earlier")));
         }
+        let Some(io) = g.io.as_mut() else {
+            return Poll::Ready(Err(closed_error()));
+        };
         match g.flusher {
             Some(other) if other != id => {
                 if !g.waiters.iter().any(|w| w.will_wake(cx.waker())) {
@@ -303,15 +345,18 @@ impl<S: AsyncWrite + Unpin> Shared<S> {
         }
         let result = loop {
             if g.queue.is_empty() {
-                match Pin::new(&mut g.io).poll_flush(cx) {
-                    Poll::Pending => return Poll::Pending,
+                match Pin::new(&mut *io).poll_flush(cx) {
+                    Poll::Pending => {
+                        remember(&mut g.write_waker, cx);
+                        return Poll::Pending;
+                    }
                     Poll::Ready(r) => break r,
                 }
             }
             let written = if g.queue.chunks.is_empty() {
                 // The common case (small frames, all in staging): one plain write.
-                Pin::new(&mut g.io).poll_write(cx, &g.queue.staging)
-            } else if g.io.is_write_vectored() {
+                Pin::new(&mut *io).poll_write(cx, &g.queue.staging)
+            } else if io.is_write_vectored() {
                 let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
                 let mut n = 0;
                 for c in g.queue.chunks.iter().take(MAX_IOVECS - 1) {
@@ -322,16 +367,19 @@ impl<S: AsyncWrite + Unpin> Shared<S> {
                     slices[n] = IoSlice::new(&g.queue.staging);
                     n += 1;
                 }
-                Pin::new(&mut g.io).poll_write_vectored(cx, &slices[..n])
+                Pin::new(&mut *io).poll_write_vectored(cx, &slices[..n])
             } else {
                 let first: &[u8] = match g.queue.chunks.front() {
                     Some(c) => c,
                     None => &g.queue.staging,
                 };
-                Pin::new(&mut g.io).poll_write(cx, first)
+                Pin::new(&mut *io).poll_write(cx, first)
             };
             match written {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    remember(&mut g.write_waker, cx);
+                    return Poll::Pending;
+                }
                 Poll::Ready(Ok(0)) => break Err(io::ErrorKind::WriteZero.into()),
                 Poll::Ready(Ok(n)) => g.queue.advance(n),
                 Poll::Ready(Err(e)) => break Err(e),
@@ -350,7 +398,10 @@ impl<S: AsyncWrite + Unpin> Shared<S> {
     /// Half-closes the transport (TCP FIN) without a close handshake.
     pub(crate) fn poll_shutdown(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut g = self.lock();
-        Pin::new(&mut g.io).poll_shutdown(cx)
+        match g.io.as_mut() {
+            Some(io) => Pin::new(io).poll_shutdown(cx),
+            None => Poll::Ready(Ok(())),
+        }
     }
 }
 
@@ -375,11 +426,18 @@ impl<S: AsyncRead + Unpin> Shared<S> {
                 scratch.resize(max, MaybeUninit::uninit());
             }
             let mut read_buf = ReadBuf::uninit(&mut scratch[..max]);
-            let mut g = self.lock();
-            Some(match Pin::new(&mut g.io).poll_read(cx, &mut read_buf) {
+            let mut guard = self.lock();
+            let g = &mut *guard;
+            let Some(io) = g.io.as_mut() else {
+                return Some(Poll::Ready(Err(closed_error())));
+            };
+            Some(match Pin::new(io).poll_read(cx, &mut read_buf) {
                 Poll::Ready(Ok(())) => Poll::Ready(Ok(BytesMut::from(read_buf.filled()))),
                 Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                Poll::Pending => Poll::Pending,
+                Poll::Pending => {
+                    remember(&mut g.read_waker, cx);
+                    Poll::Pending
+                }
             })
         });
         if let Ok(Some(polled)) = via_scratch {
@@ -396,9 +454,32 @@ impl<S: AsyncRead + Unpin> Shared<S> {
         cx: &mut Context<'_>,
         buf: &mut BytesMut,
     ) -> Poll<io::Result<usize>> {
-        let mut g = self.lock();
-        tokio_util::io::poll_read_buf(Pin::new(&mut g.io), cx, buf)
+        let mut guard = self.lock();
+        let g = &mut *guard;
+        let Some(io) = g.io.as_mut() else {
+            return Poll::Ready(Err(closed_error()));
+        };
+        let polled = tokio_util::io::poll_read_buf(Pin::new(io), cx, buf);
+        if polled.is_pending() {
+            remember(&mut g.read_waker, cx);
+        }
+        polled
     }
+}
+
+/// Keeps the waker of a task that waits on the transport, for `close_now` (a cheap
+/// comparison when it is the same task as last time, the usual case).
+fn remember(slot: &mut Option<Waker>, cx: &Context<'_>) {
+    match slot {
+        Some(w) if w.will_wake(cx.waker()) => {}
+        _ => *slot = Some(cx.waker().clone()),
+    }
+}
+
+/// What a transport that was closed with `close()` reports: turned into
+/// [`Error::AlreadyClosed`](crate::Error::AlreadyClosed) by [`Error::from_io`](crate::Error).
+pub(crate) fn closed_error() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, crate::error::LocalClose)
 }
 
 /// Marks a future as a (possible) flusher; hands the job on when dropped.

@@ -92,7 +92,9 @@ impl fmt::Display for ProtocolError {
                 f.write_str("new data frame while a fragmented message is in progress")
             }
             ProtocolError::InvalidLength => f.write_str("invalid 64-bit payload length"),
-            ProtocolError::InvalidUtf8 => f.write_str("invalid UTF-8 in text"),
+            ProtocolError::InvalidUtf8 => {
+                f.write_str("invalid UTF-8 in text message or close reason")
+            }
             ProtocolError::InvalidClosePayload => f.write_str("close frame with 1-byte payload"),
             ProtocolError::InvalidCloseCode(c) => write!(f, "invalid close code {c}"),
             ProtocolError::FrameTooLarge { limit } => write!(f, "frame larger than {limit} bytes"),

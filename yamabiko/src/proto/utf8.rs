@@ -58,6 +58,13 @@ impl Utf8Validator {
         }
     }
 
+    /// How many bytes at the end of what was fed so far form an unfinished character
+    /// (0–3): a writer that must end a fragment on a character boundary holds them
+    /// back.
+    pub fn pending_len(&self) -> usize {
+        usize::from(self.pending_len)
+    }
+
     /// The message ended: any unfinished sequence is an error.
     pub fn finish(&mut self) -> Result<(), InvalidUtf8> {
         let complete = self.pending_len == 0;
