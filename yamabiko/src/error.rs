@@ -47,6 +47,7 @@ pub enum Error {
     InvalidInput(String),
     /// JSON encoding or decoding failed.
     #[cfg(feature = "json")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
     Json(serde_json::Error),
     /// A client's handshake got another answer than `101 Switching Protocols`; it
     /// carries the status, headers and the start of the body (gorilla's

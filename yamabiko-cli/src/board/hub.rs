@@ -10,7 +10,7 @@
 //! A committed post reaches this server's hub directly (through
 //! [`super::order::Ordered`], which keeps each thread's posts in order), and the other
 //! servers through a [`FanOut`]: [`SingleServer`] when there are none, or
-//! [`super::redis::RedisFanOut`], whose subscriber task on every server passes what it
+//! [`super::broker::RedisFanOut`], whose subscriber task on every server passes what it
 //! receives to the same ordered delivery. Presence (who views which thread) is counted
 //! here for this server's connections; the counts of other servers are added with
 //! [`Hub::set_remote_online`].
