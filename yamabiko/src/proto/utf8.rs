@@ -15,6 +15,14 @@ pub struct Utf8Validator {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InvalidUtf8;
 
+impl std::fmt::Display for InvalidUtf8 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("invalid UTF-8")
+    }
+}
+
+impl std::error::Error for InvalidUtf8 {}
+
 impl Utf8Validator {
     /// A validator at the start of a message.
     pub fn new() -> Self {
