@@ -77,7 +77,7 @@
 //!
 //! The protocol itself lives in [`proto`], a sans-IO core that knows nothing of sockets.
 
-#![warn(missing_docs)]
+#![warn(missing_docs, missing_debug_implementations)]
 // docs.rs (`--cfg docsrs`, nightly) marks what needs the `hyper`, `axum` or `json`
 // feature; stable builds never see this.
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -71,6 +71,17 @@ pub struct Conn<S> {
     write: WriteHalf<S>,
 }
 
+impl<S> std::fmt::Debug for Conn<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("blocking::Conn")
+            .field("role", &self.read.shared.role)
+            .field("subprotocol", &self.read.subprotocol())
+            .field("compression", &self.write.compression_negotiated())
+            .field("closed", &self.read.shared.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
 impl<S: Transport> Conn<S> {
     /// Wraps a stream on which the opening handshake already happened. `leftover` holds
     /// bytes read past the handshake (they belong to the first frames).

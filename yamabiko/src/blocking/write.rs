@@ -25,6 +25,37 @@ pub struct WriteHalf<S> {
     compression: Option<Box<WriteCompression>>,
 }
 
+impl<S> std::fmt::Debug for WriteHalf<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("blocking::WriteHalf")
+            .field("role", &self.shared.role)
+            .field("subprotocol", &self.subprotocol)
+            .field("compression", &self.compression.is_some())
+            .field("closed", &self.shared.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> std::fmt::Debug for ControlHandle<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("blocking::ControlHandle")
+            .field("role", &self.shared.role)
+            .field("closed", &self.shared.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Transport> std::fmt::Debug for MessageWriter<'_, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("blocking::MessageWriter")
+            .field("kind", &self.kind)
+            .field("buffered", &self.buf.len())
+            .field("started", &self.started)
+            .field("finished", &self.finished)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<S> WriteHalf<S> {
     pub(crate) fn new(
         shared: Arc<Shared<S>>,

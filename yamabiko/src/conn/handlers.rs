@@ -17,6 +17,15 @@ pub struct HandlerContext<'a> {
     pub(crate) read_deadline: &'a mut Option<Instant>,
 }
 
+impl std::fmt::Debug for HandlerContext<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandlerContext")
+            .field("replies", &self.replies)
+            .field("read_deadline", &self.read_deadline)
+            .finish()
+    }
+}
+
 impl HandlerContext<'_> {
     /// Queues a control frame; it is written before the read call returns data.
     pub fn send(&mut self, control: Control) {

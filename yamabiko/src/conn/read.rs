@@ -61,6 +61,26 @@ pub struct ReadHalf<S> {
     pub(crate) subprotocol: Option<String>,
 }
 
+impl<S> std::fmt::Debug for ReadHalf<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadHalf")
+            .field("role", &self.shared.role)
+            .field("subprotocol", &self.subprotocol)
+            .field("buffered", &self.buf.len())
+            .field("closed", &self.shared.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> std::fmt::Debug for MessageReader<'_, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessageReader")
+            .field("kind", &self.kind)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<S> ReadHalf<S> {
     pub(crate) fn new(
         shared: Arc<Shared<S>>,
