@@ -366,8 +366,7 @@ fn refused_origin_is_a_403_for_the_blocking_dialer() {
             http::HeaderValue::from_static("https://evil.example"),
         )
         .dial_blocking(&format!("ws://{addr}/"))
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     match err {
         Error::BadHandshake(r) => {
             assert_eq!(r.status(), 403);
