@@ -16,6 +16,11 @@
 //!   timeouts before every system call ([`Transport`]).
 //! * [`Conn::split`] gives a [`ReadHalf`] and a [`WriteHalf`] for two threads;
 //!   a [`ControlHandle`] sends pings and closes from any thread.
+//! * `close()` — on the connection, either half or a handle — ends the connection at
+//!   once: a thread blocked reading or writing it returns [`Error::AlreadyClosed`]
+//!   (through the transport's [`ShutdownHandle`]; TCP and TLS over TCP have one).
+//! * A dialled connection runs over a [`BlockingStream`] (plain or TLS); the async
+//!   dialer's is [`MaybeTlsStream`](crate::MaybeTlsStream), a different type.
 //!
 //! ```no_run
 //! use std::net::TcpListener;
