@@ -156,6 +156,18 @@ impl<S> WriteState<S> {
         encode_frame(&mut self.pending, opcode, fin, rsv1, mask, payload);
     }
 
+    /// Whether a data or control frame may be queued: not once the transport was
+    /// closed, nor after a close frame (§5.5.1).
+    pub(crate) fn check_writable(&self) -> Result<()> {
+        if self.io.is_none() {
+            return Err(Error::AlreadyClosed);
+        }
+        if self.close_sent {
+            return Err(Error::CloseSent);
+        }
+        Ok(())
+    }
+
     /// Queues a whole frame encoded elsewhere (a prepared message; server role).
     pub(crate) fn push_encoded(&mut self, frame: &[u8]) {
         self.pending.extend_from_slice(frame);

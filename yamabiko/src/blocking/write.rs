@@ -131,9 +131,7 @@ impl<S> WriteHalf<S> {
     /// Queues one frame; fails after a close frame was sent.
     fn queue_frame(&self, opcode: OpCode, fin: bool, rsv1: bool, payload: &[u8]) -> Result<()> {
         let mut g = self.shared.lock();
-        if g.close_sent {
-            return Err(Error::CloseSent);
-        }
+        g.check_writable()?;
         g.push_frame(self.shared.role, opcode, fin, rsv1, payload);
         Ok(())
     }
@@ -200,9 +198,7 @@ impl<S: Transport> WriteHalf<S> {
         };
         {
             let mut g = self.shared.lock();
-            if g.close_sent {
-                return Err(Error::CloseSent);
-            }
+            g.check_writable()?;
             g.push_encoded(&frame);
         }
         self.flush()
@@ -277,9 +273,7 @@ impl<S: Transport> ControlHandle<S> {
             return Err(Error::Timeout);
         }
         let mut g = self.shared.lock();
-        if g.close_sent {
-            return Err(Error::CloseSent);
-        }
+        g.check_writable()?;
         g.push_frame(self.shared.role, opcode, true, false, &payload);
         g.flush(deadline)
     }

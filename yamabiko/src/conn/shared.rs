@@ -320,6 +320,18 @@ impl<S> Inner<S> {
     pub(crate) fn queued_bytes(&self) -> usize {
         self.queue.len()
     }
+
+    /// Whether a data or control frame may be queued: not once the transport was
+    /// closed, nor after a close frame (§5.5.1).
+    pub(crate) fn check_writable(&self) -> crate::Result<()> {
+        if self.io.is_none() {
+            return Err(crate::Error::AlreadyClosed);
+        }
+        if self.close_sent {
+            return Err(crate::Error::CloseSent);
+        }
+        Ok(())
+    }
 }
 
 impl<S: AsyncWrite + Unpin> Shared<S> {

@@ -167,9 +167,7 @@ impl<S> WriteHalf<S> {
         payload: PayloadRef<'_>,
     ) -> Result<()> {
         let mut g = self.shared.lock();
-        if g.close_sent {
-            return Err(Error::CloseSent);
-        }
+        g.check_writable()?;
         g.push_frame(self.shared.role, opcode, fin, rsv1, payload);
         Ok(())
     }
@@ -235,9 +233,7 @@ impl<S: AsyncWrite + Unpin> WriteHalf<S> {
             _ => return self.queue_whole(message.message().clone()),
         };
         let mut g = self.shared.lock();
-        if g.close_sent {
-            return Err(Error::CloseSent);
-        }
+        g.check_writable()?;
         g.push_encoded(&frame);
         Ok(())
     }
@@ -356,9 +352,7 @@ impl<S: AsyncWrite + Unpin> ControlHandle<S> {
         }
         {
             let mut g = self.shared.lock();
-            if g.close_sent {
-                return Err(Error::CloseSent);
-            }
+            g.check_writable()?;
             g.push_frame(role, opcode, true, false, PayloadRef::Shared(&payload));
         }
         let guard = FlushGuard {
