@@ -481,6 +481,7 @@ impl<S: AsyncRead + Unpin> Shared<S> {
 
 /// Keeps the waker of a task that waits on the transport, for `close_now` (a cheap
 /// comparison when it is the same task as last time, the usual case).
+#[inline]
 fn remember(slot: &mut Option<Waker>, cx: &Context<'_>) {
     match slot {
         Some(w) if w.will_wake(cx.waker()) => {}
@@ -490,6 +491,8 @@ fn remember(slot: &mut Option<Waker>, cx: &Context<'_>) {
 
 /// What a transport that was closed with `close()` reports: turned into
 /// [`Error::AlreadyClosed`](crate::Error::AlreadyClosed) by [`Error::from_io`](crate::Error).
+#[cold]
+#[inline(never)]
 pub(crate) fn closed_error() -> io::Error {
     io::Error::new(io::ErrorKind::NotConnected, crate::error::LocalClose)
 }
