@@ -119,7 +119,7 @@ fn upgrader(args: &EchoArgs) -> Upgrader {
         .max_frame_size(args.max_frame_size)
         // An echo server is a test target: accept pages from any origin.
         .check_origin(|_| true)
-        .compression((!args.no_compression).then(|| yamabiko::Compression {
+        .compression((!args.no_compression).then(|| yamabiko::DeflateConfig {
             threshold: args.compression_threshold,
             ..Default::default()
         }))

@@ -605,7 +605,7 @@ async fn client_connections_and_compressing_ones_can_subscribe() {
         // Compressing servers without context takeover share one compressed frame;
         // with context takeover they get the message uncompressed. Both decode.
         for no_context_takeover in [true, false] {
-            let upgrader = Upgrader::new().compression(Some(yamabiko::Compression {
+            let upgrader = Upgrader::new().compression(Some(yamabiko::DeflateConfig {
                 server_no_context_takeover: no_context_takeover,
                 ..Default::default()
             }));

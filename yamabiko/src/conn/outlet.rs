@@ -86,7 +86,8 @@ fn push(queue: &mut WriteQueue, frame: Outgoing<'_>, role: Role) {
 impl<S: tokio::io::AsyncWrite + Unpin + Send> Outlet for Shared<S> {
     fn offer(&self, offer: &Offer<'_>, wakes: &mut Vec<Waker>) -> Offered {
         let mut g = self.lock();
-        if g.close_sent {
+        if g.check_writable().is_err() {
+            // A close frame was sent, or `close()` dropped the transport.
             return Offered::Closing;
         }
         let latest_wins = matches!(offer.backpressure.overflow, Overflow::LatestWins);

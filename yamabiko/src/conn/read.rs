@@ -1,6 +1,6 @@
 //! The read half: turns transport bytes into messages, running the control handlers.
 
-use super::deadline::Deadline;
+use super::deadline::{Deadline, IntoDeadline};
 use super::handlers::{reply_frame, HandlerContext, Handlers};
 use super::shared::{PayloadRef, Shared};
 use crate::error::{Error, Result, Sticky};
@@ -62,6 +62,26 @@ pub struct ReadHalf<S> {
     discarding: bool,
 }
 
+impl<S> std::fmt::Debug for ReadHalf<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadHalf")
+            .field("role", &self.shared.role)
+            .field("subprotocol", &self.subprotocol())
+            .field("buffered", &self.buf.len())
+            .field("closed", &self.shared.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> std::fmt::Debug for MessageReader<'_, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessageReader")
+            .field("kind", &self.kind)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<S> ReadHalf<S> {
     pub(crate) fn new(
         shared: Arc<Shared<S>>,
@@ -90,9 +110,15 @@ impl<S> ReadHalf<S> {
 
     /// Sets the read deadline: once it passes, reads fail with [`Error::Timeout`] until it
     /// is moved or cleared (`None`). Unlike gorilla, a timed-out read loses nothing and
-    /// reading can resume after the deadline is reset.
-    pub fn set_read_deadline(&mut self, deadline: Option<Instant>) {
-        self.deadline.set(deadline);
+    /// reading can resume after the deadline is reset. Takes a `std` or a tokio
+    /// instant ([`IntoDeadline`]).
+    pub fn set_read_deadline(&mut self, deadline: impl IntoDeadline) {
+        self.deadline.set(deadline.into_deadline());
+    }
+
+    /// Closes the connection at once, as [`WriteHalf::close`](crate::WriteHalf::close).
+    pub fn close(&self) {
+        self.shared.close_now();
     }
 
     /// The largest message accepted; a larger one fails the connection with close 1009.
@@ -163,6 +189,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ReadHalf<S> {
             current: first,
             done: last,
         })
+    }
+
+    /// Reads the next message and decodes it as JSON (gorilla's `ReadJSON`).
+    #[cfg(feature = "json")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
+    pub async fn read_json<T: serde::de::DeserializeOwned>(&mut self) -> Result<T> {
+        let msg = self.read_message().await?;
+        serde_json::from_slice(msg.as_bytes()).map_err(Error::Json)
     }
 
     pub(crate) fn poll_read_message(&mut self, cx: &mut Context<'_>) -> Poll<Result<Message>> {
@@ -363,13 +397,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ReadHalf<S> {
     }
 
     fn fail_io(&mut self, e: io::Error) -> Error {
-        self.sticky = Some(Box::new(Sticky::Io(e.kind(), e.to_string())));
-        Error::Io(e)
+        self.sticky = Some(Box::new(Sticky::from_io(&e)));
+        Error::from_io(e)
     }
 
     /// Fails the connection (§7.1.7): queue a close frame with the error's code.
     fn fail_protocol(&mut self, e: ProtocolError) {
-        tracing::debug!(error = %e, "websocket: failing connection");
+        tracing::debug!(error = %e, "websocket: failing the connection");
         let mut g = self.shared.lock();
         if !g.close_sent {
             let mut payload = Vec::with_capacity(125);

@@ -17,6 +17,11 @@
 //! registers itself whenever it waits for input. The reader writes everything queued
 //! before it waits again, so frames published while it was not running go out
 //! together in one write.
+//!
+//! The transport can be closed at once from any half or handle ([`Shared::close_now`]):
+//! it is dropped, and the tasks waiting on it are woken to find it gone. The wakers of
+//! the reader (the driver) and the flusher are kept here for that, because a tokio
+//! transport that is dropped forgets the tasks waiting on it without waking them.
 
 use crate::proto::encoder::{encode_frame, encode_header, header};
 use crate::proto::frame::{FrameHeader, MAX_HEADER_LEN};
@@ -228,8 +233,12 @@ impl PayloadRef<'_> {
 }
 
 pub(crate) struct Inner<S> {
-    pub(crate) io: S,
+    /// The transport; `None` once [`Shared::close_now`] dropped it.
+    io: Option<S>,
     pub(crate) queue: WriteQueue,
+    /// The flusher that last found the transport not ready to write: woken by
+    /// `close_now` (the reader is the `driver`, below).
+    write_waker: Option<Waker>,
     flusher: Option<u64>,
     waiters: Vec<Waker>,
     next_id: u64,
@@ -264,8 +273,9 @@ impl<S> Shared<S> {
     pub(crate) fn new(io: S, role: Role, subprotocol: Option<String>) -> Self {
         Shared {
             inner: Mutex::new(Inner {
-                io,
+                io: Some(io),
                 queue: WriteQueue::default(),
+                write_waker: None,
                 flusher: None,
                 waiters: Vec::new(),
                 next_id: 1,
@@ -295,11 +305,41 @@ impl<S> Shared<S> {
         g.next_id
     }
 
-    pub(crate) fn into_inner(self) -> S {
+    /// The transport, unless it was closed.
+    pub(crate) fn into_inner(self) -> Option<S> {
         self.inner
             .into_inner()
             .unwrap_or_else(|e| e.into_inner())
             .io
+    }
+
+    /// Runs `f` with the transport; `None` once it was closed.
+    pub(crate) fn with_io<R>(&self, f: impl FnOnce(&S) -> R) -> Option<R> {
+        self.lock().io.as_ref().map(f)
+    }
+
+    /// Closes the transport at once (gorilla's `Close`): drops it, so the peer sees
+    /// the connection end now, whatever halves and handles still share it. Whoever
+    /// waits on it is woken and then fails with [`closed_error`].
+    pub(crate) fn close_now(&self) {
+        let io = {
+            let mut g = self.lock();
+            let io = g.io.take();
+            g.queue = WriteQueue::default();
+            g.flusher = None;
+            let wakers = g.driver.take().into_iter().chain(g.write_waker.take());
+            for w in wakers.chain(g.waiters.drain(..)).collect::<Vec<_>>() {
+                w.wake();
+            }
+            io
+        };
+        // Outside the lock: dropping a transport may take a while (TLS, deregistering).
+        drop(io);
+    }
+
+    /// Whether [`close_now`](Self::close_now) was called.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().io.is_none()
     }
 
     /// Stops being the flusher, if `id` is, and wakes whoever waits for the queue.
@@ -395,6 +435,18 @@ impl<S> Inner<S> {
         self.driver.clone()
     }
 
+    /// Whether a data or control frame may be queued: not once the transport was
+    /// closed, nor after a close frame (§5.5.1).
+    pub(crate) fn check_writable(&self) -> crate::Result<()> {
+        if self.io.is_none() {
+            return Err(crate::Error::AlreadyClosed);
+        }
+        if self.close_sent {
+            return Err(crate::Error::CloseSent);
+        }
+        Ok(())
+    }
+
     /// Registers `cx` as the task to wake for frames queued from outside.
     fn register_driver(&mut self, cx: &Context<'_>) {
         if !self
@@ -414,10 +466,10 @@ impl<S: AsyncWrite + Unpin> Shared<S> {
         let mut guard = self.lock();
         let g = &mut *guard;
         if let Some(kind) = g.write_error {
-            return Poll::Ready(Err(io::Error::new(
-                kind,
-                "websocket: transport failed earlier",
-            )));
+            return Poll::Ready(Err(io::Error::new(kind, "transport failed earlier")));
+        }
+        if g.io.is_none() {
+            return Poll::Ready(Err(closed_error()));
         }
         match g.flusher {
             Some(other) if other != id => {
@@ -439,20 +491,26 @@ impl<S: AsyncWrite + Unpin> Shared<S> {
     /// Writes what is queued (with held hub frames as they fit) until the queue is
     /// empty and the transport flushed. The caller is the flusher.
     fn poll_write_queue(&self, g: &mut Inner<S>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some(io) = g.io.as_mut() else {
+            return Poll::Ready(Err(closed_error()));
+        };
         let result = loop {
             if let Some(hub) = &mut g.hub {
                 hub.release_held(&mut g.queue, self.role);
             }
             if g.queue.is_empty() {
-                match Pin::new(&mut g.io).poll_flush(cx) {
-                    Poll::Pending => return Poll::Pending,
+                match Pin::new(&mut *io).poll_flush(cx) {
+                    Poll::Pending => {
+                        remember(&mut g.write_waker, cx);
+                        return Poll::Pending;
+                    }
                     Poll::Ready(r) => break r,
                 }
             }
             let written = if g.queue.chunks.is_empty() {
                 // The common case (small frames, all in staging): one plain write.
-                Pin::new(&mut g.io).poll_write(cx, &g.queue.staging)
-            } else if g.io.is_write_vectored() {
+                Pin::new(&mut *io).poll_write(cx, &g.queue.staging)
+            } else if io.is_write_vectored() {
                 let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
                 let mut n = 0;
                 for c in g.queue.chunks.iter().take(MAX_IOVECS - 1) {
@@ -463,17 +521,18 @@ impl<S: AsyncWrite + Unpin> Shared<S> {
                     slices[n] = IoSlice::new(&g.queue.staging);
                     n += 1;
                 }
-                Pin::new(&mut g.io).poll_write_vectored(cx, &slices[..n])
+                Pin::new(&mut *io).poll_write_vectored(cx, &slices[..n])
             } else {
                 let first: &[u8] = match g.queue.chunks.front() {
                     Some(c) => c,
                     None => &g.queue.staging,
                 };
-                Pin::new(&mut g.io).poll_write(cx, first)
+                Pin::new(&mut *io).poll_write(cx, first)
             };
             match written {
                 Poll::Pending => {
                     g.write_blocked = true;
+                    remember(&mut g.write_waker, cx);
                     return Poll::Pending;
                 }
                 Poll::Ready(Ok(0)) => break Err(io::ErrorKind::WriteZero.into()),
@@ -537,7 +596,10 @@ impl<S: AsyncWrite + Unpin> Shared<S> {
     /// Half-closes the transport (TCP FIN) without a close handshake.
     pub(crate) fn poll_shutdown(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut g = self.lock();
-        Pin::new(&mut g.io).poll_shutdown(cx)
+        match g.io.as_mut() {
+            Some(io) => Pin::new(io).poll_shutdown(cx),
+            None => Poll::Ready(Ok(())),
+        }
     }
 }
 
@@ -567,11 +629,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
                 scratch.resize(max, MaybeUninit::uninit());
             }
             let mut read_buf = ReadBuf::uninit(&mut scratch[..max]);
-            let mut g = self.lock();
-            if let Err(e) = self.drive(&mut g, cx, id) {
+            let mut guard = self.lock();
+            let g = &mut *guard;
+            if let Err(e) = self.drive(g, cx, id) {
                 return Some(Poll::Ready(Err(e)));
             }
-            Some(match Pin::new(&mut g.io).poll_read(cx, &mut read_buf) {
+            let Some(io) = g.io.as_mut() else {
+                return Some(Poll::Ready(Err(closed_error())));
+            };
+            Some(match Pin::new(io).poll_read(cx, &mut read_buf) {
                 Poll::Ready(Ok(())) => Poll::Ready(Ok(BytesMut::from(read_buf.filled()))),
                 Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
                 Poll::Pending => {
@@ -596,9 +662,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
         buf: &mut BytesMut,
         id: u64,
     ) -> Poll<io::Result<usize>> {
-        let mut g = self.lock();
-        self.drive(&mut g, cx, id)?;
-        let polled = tokio_util::io::poll_read_buf(Pin::new(&mut g.io), cx, buf);
+        let mut guard = self.lock();
+        let g = &mut *guard;
+        self.drive(g, cx, id)?;
+        let Some(io) = g.io.as_mut() else {
+            return Poll::Ready(Err(closed_error()));
+        };
+        let polled = tokio_util::io::poll_read_buf(Pin::new(io), cx, buf);
         if polled.is_pending() {
             g.register_driver(cx);
         }
@@ -619,6 +689,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
     fn take_kick_slow(&self) -> Option<(crate::proto::CloseFrame, std::time::Instant)> {
         self.lock().hub.as_mut()?.kicked.take()
     }
+}
+
+/// Keeps the waker of a task that waits on the transport, for `close_now` (a cheap
+/// comparison when it is the same task as last time, the usual case).
+#[inline]
+fn remember(slot: &mut Option<Waker>, cx: &Context<'_>) {
+    match slot {
+        Some(w) if w.will_wake(cx.waker()) => {}
+        _ => *slot = Some(cx.waker().clone()),
+    }
+}
+
+/// What a transport that was closed with `close()` reports: turned into
+/// [`Error::AlreadyClosed`](crate::Error::AlreadyClosed) by [`Error::from_io`](crate::Error).
+#[cold]
+#[inline(never)]
+pub(crate) fn closed_error() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, crate::error::LocalClose)
 }
 
 /// Marks a future as a (possible) flusher; hands the job on when dropped.

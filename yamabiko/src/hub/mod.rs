@@ -561,6 +561,7 @@ impl<T: Eq + Hash> Drop for Subscription<T> {
 
 mod sealed {
     /// What [`Subscriber`](super::Subscriber) hands a hub; not nameable outside.
+    #[allow(missing_debug_implementations)] // sealed: nobody outside can hold one
     pub struct Target {
         pub(crate) outlet: std::sync::Arc<dyn super::Outlet>,
         pub(crate) framing: super::Framing,
