@@ -47,6 +47,12 @@ pub enum Error {
     TooSlow(CloseFrame),
     /// The read or write deadline has passed.
     Timeout,
+    /// Keepalive failed the connection: nothing arrived from the peer within the
+    /// timeout of a ping ([`Keepalive`](crate::Keepalive)). The peer was sent close
+    /// 1011 if the transport still took it, and the transport was dropped; every
+    /// later read returns this again (writes: [`Error::AlreadyClosed`]). As an
+    /// `io::Error` its kind is `TimedOut`.
+    KeepaliveTimeout,
     /// The caller asked for something the protocol does not allow (e.g. a control
     /// payload over 125 bytes, or a close code that may not be sent).
     InvalidInput(String),
@@ -64,8 +70,9 @@ pub enum Error {
     /// The URL cannot be dialled: not `ws://` or `wss://`, no host, malformed.
     Url(String),
     /// This side closed the connection with `close()` (from the connection, either
-    /// half or a [`ControlHandle`](crate::ControlHandle)): the transport is gone, and
-    /// every later read or write of any half or handle returns this.
+    /// half or a [`ControlHandle`](crate::ControlHandle)), or keepalive failed it: the
+    /// transport is gone, and every later write of any half or handle returns this
+    /// (and every later read, after a `close()`).
     AlreadyClosed,
 }
 
@@ -93,6 +100,7 @@ pub(crate) enum Sticky {
     Io(io::ErrorKind, String),
     Handler(String),
     LocalClose,
+    KeepaliveTimeout,
 }
 
 impl Sticky {
@@ -104,6 +112,7 @@ impl Sticky {
             Sticky::Io(kind, msg) => Error::Io(io::Error::new(*kind, msg.clone())),
             Sticky::Handler(msg) => Error::InvalidInput(msg.clone()),
             Sticky::LocalClose => Error::AlreadyClosed,
+            Sticky::KeepaliveTimeout => Error::KeepaliveTimeout,
         }
     }
 
@@ -194,6 +203,9 @@ impl fmt::Display for Error {
             Error::CloseSent => f.write_str("close frame already sent"),
             Error::TooSlow(c) => write!(f, "closed as too slow: {c}"),
             Error::Timeout => f.write_str("deadline exceeded"),
+            Error::KeepaliveTimeout => {
+                f.write_str("keepalive timeout: nothing from the peer in time after a ping")
+            }
             Error::InvalidInput(e) => write!(f, "invalid input: {e}"),
             #[cfg(feature = "json")]
             Error::Json(e) => write!(f, "json error: {e}"),
@@ -249,7 +261,7 @@ impl From<Error> for io::Error {
     fn from(e: Error) -> Self {
         match e {
             Error::Io(e) => e,
-            Error::Timeout => io::Error::new(io::ErrorKind::TimedOut, e),
+            Error::Timeout | Error::KeepaliveTimeout => io::Error::new(io::ErrorKind::TimedOut, e),
             Error::InvalidInput(_) => io::Error::new(io::ErrorKind::InvalidInput, e),
             Error::AlreadyClosed => io::Error::new(io::ErrorKind::NotConnected, e),
             other => io::Error::other(other),
@@ -340,6 +352,7 @@ mod tests {
             Error::Closed(CloseFrame::new(1001, "bye")),
             Error::CloseSent,
             Error::Timeout,
+            Error::KeepaliveTimeout,
             Error::InvalidInput("control frame payload of 200 bytes exceeds 125".into()),
             Error::Tls(rustls::Error::HandshakeNotComplete),
             Error::Url("no host".into()),

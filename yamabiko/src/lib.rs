@@ -133,8 +133,8 @@ mod write_compression;
 pub use bytes;
 pub use client::{Dialer, HandshakeResponse, MaybeTlsStream};
 pub use conn::{
-    CloseHandler, Config, Conn, ControlHandle, HandlerContext, IntoDeadline, MessageReader,
-    MessageWriter, PingHandler, PongHandler, ReadHalf, WriteHalf,
+    CloseHandler, Config, Conn, ControlHandle, HandlerContext, IntoDeadline, Keepalive,
+    MessageReader, MessageWriter, PingHandler, PongHandler, ReadHalf, WriteHalf,
 };
 pub use error::{is_close_error, is_unexpected_close_error, Error, Result, ReuniteError};
 /// The `http` crate, whose request, response and header types the handshakes use.

@@ -1,6 +1,6 @@
 //! The server side of the opening handshake: [`Upgrader`].
 
-use crate::conn::{Config, Conn};
+use crate::conn::{Config, Conn, Keepalive};
 use crate::error::{Error, Result};
 use crate::proto::deflate::{self, DeflateConfig, DeflateParams};
 use crate::proto::handshake::{self, HandshakeError};
@@ -121,7 +121,8 @@ impl fmt::Debug for Upgrader {
 
 impl Upgrader {
     /// An upgrader with the defaults: same-origin check, no subprotocols, 64 MiB
-    /// messages, 16 MiB frames, 10 s handshake timeout, 8 KiB request head.
+    /// messages, 16 MiB frames, 10 s handshake timeout, 8 KiB request head,
+    /// keepalive pings every 20 s with a 20 s timeout.
     pub fn new() -> Self {
         Self::default()
     }
@@ -168,6 +169,15 @@ impl Upgrader {
     /// Largest frame accepted (default 16 MiB).
     pub fn max_frame_size(mut self, bytes: usize) -> Self {
         self.config.max_frame_size = bytes;
+        self
+    }
+
+    /// Keepalive for every connection: a ping every `interval`, and a connection
+    /// from which nothing arrives within `timeout` of a ping is failed (reads return
+    /// [`Error::KeepaliveTimeout`]). On by default (20 s and 20 s; see [`Keepalive`]
+    /// for why); `None` turns it off.
+    pub fn keepalive(mut self, keepalive: impl Into<Option<Keepalive>>) -> Self {
+        self.config.keepalive = keepalive.into();
         self
     }
 

@@ -133,7 +133,8 @@ impl Dialer {
     }
 
     /// A dialer with the defaults: no subprotocols, 10 s handshake timeout, the
-    /// Mozilla roots for TLS, no proxy, 64 MiB messages, 16 MiB frames.
+    /// Mozilla roots for TLS, no proxy, 64 MiB messages, 16 MiB frames, keepalive
+    /// pings every 20 s with a 20 s timeout.
     pub fn new() -> Self {
         Self::default()
     }
@@ -162,6 +163,15 @@ impl Dialer {
     /// handshake, request and response (default 10 s) → [`Error::Timeout`].
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Keepalive for the connection: a ping every `interval`, and a connection from
+    /// which nothing arrives within `timeout` of a ping is failed (reads return
+    /// [`Error::KeepaliveTimeout`]). On by default (20 s and 20 s; see
+    /// [`Keepalive`](crate::Keepalive) for why); `None` turns it off.
+    pub fn keepalive(mut self, keepalive: impl Into<Option<crate::Keepalive>>) -> Self {
+        self.config.keepalive = keepalive.into();
         self
     }
 

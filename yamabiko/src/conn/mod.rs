@@ -2,6 +2,7 @@
 
 mod deadline;
 pub(crate) mod handlers;
+pub(crate) mod keepalive;
 mod outlet;
 mod read;
 mod shared;
@@ -10,6 +11,7 @@ mod write;
 
 pub use deadline::IntoDeadline;
 pub use handlers::{CloseHandler, HandlerContext, PingHandler, PongHandler};
+pub use keepalive::Keepalive;
 pub use read::{MessageReader, ReadHalf};
 pub use write::{ControlHandle, MessageWriter, WriteHalf};
 
@@ -40,6 +42,9 @@ pub struct Config {
     pub max_message_size: usize,
     /// Largest frame accepted, in bytes (default 16 MiB) → close 1009.
     pub max_frame_size: usize,
+    /// Ping every so often and fail the connection when the peer stays silent
+    /// ([`Keepalive`]; default on, 20 s and 20 s); `None` turns it off.
+    pub keepalive: Option<Keepalive>,
 }
 
 impl Default for Config {
@@ -49,6 +54,7 @@ impl Default for Config {
             write_buffer_size: 4096,
             max_message_size: 64 << 20,
             max_frame_size: 16 << 20,
+            keepalive: Some(Keepalive::default()),
         }
     }
 }
@@ -106,7 +112,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             max_message_size: config.max_message_size as u64,
         });
         Conn {
-            read: ReadHalf::new(shared.clone(), decoder, config.read_buffer_size, leftover),
+            read: ReadHalf::new(
+                shared.clone(),
+                decoder,
+                config.read_buffer_size,
+                leftover,
+                config.keepalive,
+            ),
             write: WriteHalf::new(shared, config.write_buffer_size),
         }
     }
@@ -296,6 +308,16 @@ impl<S> Conn<S> {
     /// Sets the largest message accepted. See [`ReadHalf::set_read_limit`].
     pub fn set_read_limit(&mut self, bytes: usize) {
         self.read.set_read_limit(bytes);
+    }
+
+    /// Turns keepalive on or off from now on. See [`ReadHalf::set_keepalive`].
+    pub fn set_keepalive(&mut self, keepalive: impl Into<Option<Keepalive>>) {
+        self.read.set_keepalive(keepalive);
+    }
+
+    /// The round trip of the last keepalive ping. See [`ReadHalf::latency`].
+    pub fn latency(&self) -> Option<Duration> {
+        self.read.latency()
     }
 
     /// Replaces the close handler. Default: reply with the same close code.

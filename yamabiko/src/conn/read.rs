@@ -2,6 +2,7 @@
 
 use super::deadline::{Deadline, IntoDeadline};
 use super::handlers::{reply_frame, HandlerContext, Handlers};
+use super::keepalive::{Beat, Heartbeat, Keepalive};
 use super::shared::{PayloadRef, Shared};
 use crate::error::{Error, Result, Sticky};
 use crate::message::{Message, Utf8Bytes};
@@ -16,6 +17,10 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// The reason of the close frame (1011) that ends a connection whose peer did not
+/// answer a keepalive ping.
+pub(crate) const KEEPALIVE_REASON: &str = "keepalive ping timeout";
 
 /// How long a failing or closing connection tries to get its last close frame out.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
@@ -50,6 +55,9 @@ pub struct ReadHalf<S> {
     /// an idle connection should be small.
     handlers: Option<Box<Handlers>>,
     deadline: Deadline,
+    /// Keepalive, when on (boxed: off, it costs a null pointer and a branch where
+    /// the reader would wait).
+    heartbeat: Option<Box<Heartbeat>>,
     flush_id: u64,
     reply_pending: bool,
     /// The connection is ending: the error reads will return once the last close
@@ -88,9 +96,11 @@ impl<S> ReadHalf<S> {
         decoder: Decoder,
         read_buffer_size: usize,
         leftover: BytesMut,
+        keepalive: Option<Keepalive>,
     ) -> Self {
         let flush_id = shared.new_flush_id();
         ReadHalf {
+            heartbeat: keepalive.map(Heartbeat::new),
             shared,
             buf: leftover,
             read_buffer_size: read_buffer_size.max(256),
@@ -119,6 +129,20 @@ impl<S> ReadHalf<S> {
     /// Closes the connection at once, as [`WriteHalf::close`](crate::WriteHalf::close).
     pub fn close(&self) {
         self.shared.close_now();
+    }
+
+    /// Turns keepalive on with new settings, or off (`None`), from now on (see
+    /// [`Keepalive`]; the [`Upgrader`](crate::Upgrader) or
+    /// [`Dialer`](crate::Dialer) set it at the start).
+    pub fn set_keepalive(&mut self, keepalive: impl Into<Option<Keepalive>>) {
+        self.heartbeat = keepalive.into().map(Heartbeat::new);
+    }
+
+    /// The round trip of the last keepalive ping that was answered: from when the
+    /// ping was queued to when its pong was read. `None` before the first answer, or
+    /// with keepalive off.
+    pub fn latency(&self) -> Option<Duration> {
+        self.heartbeat.as_ref().and_then(|h| h.latency())
     }
 
     /// The largest message accepted; a larger one fails the connection with close 1009.
@@ -287,6 +311,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ReadHalf<S> {
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(self.fail_io(e))),
                     Poll::Pending => {
                         if self.shared.lock().queued_bytes() > MAX_UNSENT_REPLIES {
+                            // Not reading until the replies drain; a keepalive
+                            // timeout still ends the wait.
+                            if let KeepaliveTurn::Dead(e) = self.poll_keepalive(cx) {
+                                return Poll::Ready(Err(e));
+                            }
                             self.shared.release_and_wait(self.flush_id, cx);
                             return Poll::Pending;
                         }
@@ -311,6 +340,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ReadHalf<S> {
                     continue;
                 }
                 Ok(Some(Incoming::Pong(data))) => {
+                    if let Some(heartbeat) = &mut self.heartbeat {
+                        heartbeat.pong(&data);
+                    }
                     let r = self.run_handler(|h, ctx| h.on_pong(ctx, &data));
                     if let Err(e) = r {
                         return Poll::Ready(Err(e));
@@ -325,7 +357,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ReadHalf<S> {
                 Ok(None) => {}
             }
             match self.poll_fill(cx) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    if self.heartbeat.is_none() {
+                        return Poll::Pending;
+                    }
+                    match self.poll_keepalive(cx) {
+                        // A ping was queued: the next read writes it (as driver).
+                        KeepaliveTurn::Pinged => continue,
+                        KeepaliveTurn::Idle => return Poll::Pending,
+                        KeepaliveTurn::Dead(e) => return Poll::Ready(Err(e)),
+                    }
+                }
                 Poll::Ready(Ok(0)) => {
                     let closed = Error::abnormal_closure();
                     self.sticky = Some(Box::new(Sticky::Closed(CloseFrame::new(
@@ -334,10 +376,63 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ReadHalf<S> {
                     ))));
                     return Poll::Ready(Err(closed));
                 }
-                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Ok(_)) => {
+                    if let Some(heartbeat) = &mut self.heartbeat {
+                        heartbeat.heard();
+                    }
+                }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(self.fail_io(e))),
             }
         }
+    }
+
+    /// Where the reader would wait: sends the keepalive ping that is due, or fails
+    /// the connection when the peer stayed silent too long (the error to return).
+    fn poll_keepalive(&mut self, cx: &mut Context<'_>) -> KeepaliveTurn {
+        let Some(heartbeat) = self.heartbeat.as_mut() else {
+            return KeepaliveTurn::Idle;
+        };
+        match heartbeat.poll(cx) {
+            Beat::Idle => KeepaliveTurn::Idle,
+            Beat::Ping(payload) => {
+                let mut g = self.shared.lock();
+                if g.check_writable().is_err() {
+                    return KeepaliveTurn::Idle; // closing: no more pings
+                }
+                let role = self.shared.role;
+                g.push_frame(role, OpCode::Ping, true, false, PayloadRef::Slice(&payload));
+                KeepaliveTurn::Pinged
+            }
+            Beat::Dead => KeepaliveTurn::Dead(self.fail_keepalive(cx)),
+        }
+    }
+
+    /// Fails a connection whose peer did not answer a keepalive ping in time: one
+    /// attempt to send close 1011 (a peer that is gone cannot be waited for), then
+    /// the transport is dropped, which also ends writes waiting on it.
+    fn fail_keepalive(&mut self, cx: &mut Context<'_>) -> Error {
+        tracing::debug!("websocket: no answer to a keepalive ping in time, failing the connection");
+        {
+            let mut g = self.shared.lock();
+            if g.check_writable().is_ok() {
+                let frame = CloseFrame::new(CloseCode::INTERNAL_ERROR, KEEPALIVE_REASON);
+                let mut payload = Vec::with_capacity(2 + KEEPALIVE_REASON.len());
+                // A valid code and a short reason: encoding cannot fail.
+                let _ = frame.encode(&mut payload);
+                let role = self.shared.role;
+                g.push_frame(
+                    role,
+                    OpCode::Close,
+                    true,
+                    false,
+                    PayloadRef::Slice(&payload),
+                );
+            }
+        }
+        let _ = self.shared.poll_flush_queue(cx, self.flush_id);
+        self.shared.close_now();
+        self.sticky = Some(Box::new(Sticky::KeepaliveTimeout));
+        Error::KeepaliveTimeout
     }
 
     /// Reads more bytes. A connection with nothing buffered reads through the thread's
@@ -478,6 +573,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ReadHalf<S> {
         }
         result
     }
+}
+
+/// What keepalive did where the reader would wait.
+enum KeepaliveTurn {
+    Idle,
+    Pinged,
+    Dead(Error),
 }
 
 /// Why a connection's reads are ending, and until when its last close frame may

@@ -101,6 +101,14 @@ impl WebSocketUpgrade {
         self.map(|u| u.max_frame_size(bytes))
     }
 
+    /// Keepalive (a ping every `interval`; nothing back within `timeout` of one fails
+    /// the connection); default on, 20 s and 20 s; `None` turns it off. See
+    /// [`Keepalive`](crate::Keepalive).
+    pub fn keepalive(self, keepalive: impl Into<Option<crate::Keepalive>>) -> Self {
+        let keepalive = keepalive.into();
+        self.map(|u| u.keepalive(keepalive))
+    }
+
     /// Read buffer size of the connection.
     pub fn read_buffer_size(self, bytes: usize) -> Self {
         self.map(|u| u.read_buffer_size(bytes))

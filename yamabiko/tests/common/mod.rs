@@ -6,6 +6,8 @@
 
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod halfopen;
+
 use bytes::{Buf, BytesMut};
 use std::future::Future;
 use std::net::SocketAddr;
