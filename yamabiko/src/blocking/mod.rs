@@ -14,6 +14,11 @@
 //!   `wss://` URLs.
 //! * Deadlines ([`Conn::set_read_deadline`], [`Conn::set_write_deadline`]) become socket
 //!   timeouts before every system call ([`Transport`]).
+//! * Keepalive ([`Keepalive`], on by default as in the async API) runs in the thread
+//!   that reads: its reads time out at the next keepalive event at the latest, to send
+//!   the ping that is due (if no other thread holds the writer; else it retries every
+//!   20 ms) and to fail the connection when the peer stayed silent. A connection no
+//!   thread reads neither pings nor notices anything, as it answers no pings.
 //! * [`Conn::split`] gives a [`ReadHalf`] and a [`WriteHalf`] for two threads;
 //!   a [`ControlHandle`] sends pings and closes from any thread.
 //! * `close()` — on the connection, either half or a handle — ends the connection at
@@ -49,6 +54,7 @@
 //! long.
 
 mod client;
+mod keepalive;
 mod read;
 mod server;
 mod shared;
@@ -59,7 +65,7 @@ pub use read::{MessageReader, ReadHalf};
 pub use transport::{BlockingStream, ShutdownHandle, Transport};
 pub use write::{ControlHandle, MessageWriter, WriteHalf};
 
-use crate::conn::{Config, HandlerContext, IntoDeadline};
+use crate::conn::{Config, HandlerContext, IntoDeadline, Keepalive};
 use crate::error::{Error, Result, ReuniteError};
 use crate::message::{Control, Message, Utf8Bytes};
 use crate::proto::{CloseCode, CloseFrame, Decoder, DecoderConfig, MessageKind, Role};
@@ -116,6 +122,7 @@ impl<S: Transport> Conn<S> {
                 config.read_buffer_size,
                 leftover,
                 subprotocol.clone(),
+                config.keepalive,
             ),
             write: WriteHalf::new(shared, config.write_buffer_size, subprotocol),
         }
@@ -281,6 +288,16 @@ impl<S> Conn<S> {
     /// Sets the largest message accepted. See [`ReadHalf::set_read_limit`].
     pub fn set_read_limit(&mut self, bytes: usize) {
         self.read.set_read_limit(bytes);
+    }
+
+    /// Turns keepalive on or off from now on. See [`ReadHalf::set_keepalive`].
+    pub fn set_keepalive(&mut self, keepalive: impl Into<Option<Keepalive>>) {
+        self.read.set_keepalive(keepalive);
+    }
+
+    /// The round trip of the last keepalive ping. See [`ReadHalf::latency`].
+    pub fn latency(&self) -> Option<Duration> {
+        self.read.latency()
     }
 
     /// Replaces the close handler. Default: reply with the same close code.

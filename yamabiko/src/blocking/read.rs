@@ -1,10 +1,12 @@
 //! The blocking read half: transport bytes → [`Decoder`] → messages, running the
 //! control handlers on the way — the same decoder and handlers as the async driver.
 
+use super::keepalive::{Heartbeat, Turn};
 use super::shared::{is_timeout, timeout_until, Shared};
 use super::transport::Transport;
 use crate::conn::handlers::{reply_frame, HandlerContext, Handlers};
-use crate::conn::IntoDeadline;
+use crate::conn::keepalive::KEEPALIVE_REASON;
+use crate::conn::{IntoDeadline, Keepalive};
 use crate::error::{Error, Result, Sticky};
 use crate::message::{Control, Message, Utf8Bytes};
 use crate::proto::{CloseCode, CloseFrame, Decoder, Incoming, MessageKind, OpCode, Role};
@@ -15,6 +17,10 @@ use std::time::{Duration, Instant};
 
 /// How long a failing or closing connection tries to get its last close frame out.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long the close frame of a failed keepalive may take to be written: a peer that
+/// is gone is not waited for.
+const CLOSE_ATTEMPT: Duration = Duration::from_millis(10);
 
 /// A reader without a handle of its own (TLS) reads in slices this long, letting
 /// writers take the lock in between.
@@ -33,6 +39,8 @@ pub struct ReadHalf<S> {
     decoder: Decoder,
     handlers: Handlers,
     deadline: Option<Instant>,
+    /// Keepalive, when on.
+    heartbeat: Option<Box<Heartbeat>>,
     replies: Vec<Control>,
     sticky: Option<Sticky>,
     partial: BytesMut,
@@ -69,8 +77,10 @@ impl<S> ReadHalf<S> {
         read_buffer_size: usize,
         leftover: BytesMut,
         subprotocol: Option<String>,
+        keepalive: Option<Keepalive>,
     ) -> Self {
         ReadHalf {
+            heartbeat: keepalive.map(Heartbeat::new),
             shared,
             own,
             own_timeout: None,
@@ -99,6 +109,19 @@ impl<S> ReadHalf<S> {
     /// Closes the connection at once, as [`WriteHalf::close`](super::WriteHalf::close).
     pub fn close(&self) {
         self.shared.close_now();
+    }
+
+    /// Turns keepalive on with new settings, or off (`None`), from now on (see
+    /// [`Keepalive`]; the [`Upgrader`](crate::Upgrader) or [`Dialer`](crate::Dialer)
+    /// set it at the start).
+    pub fn set_keepalive(&mut self, keepalive: impl Into<Option<Keepalive>>) {
+        self.heartbeat = keepalive.into().map(Heartbeat::new);
+    }
+
+    /// The round trip of the last keepalive ping that was answered; `None` before
+    /// the first answer, or with keepalive off.
+    pub fn latency(&self) -> Option<Duration> {
+        self.heartbeat.as_ref().and_then(|h| h.latency())
     }
 
     /// The largest message accepted; a larger one fails the connection with close 1009.
@@ -221,6 +244,9 @@ impl<S: Transport> ReadHalf<S> {
                     continue;
                 }
                 Ok(Some(Incoming::Pong(data))) => {
+                    if let Some(heartbeat) = &mut self.heartbeat {
+                        heartbeat.pong(&data);
+                    }
                     self.run_handler(|h, ctx| h.on_pong(ctx, &data))?;
                     continue;
                 }
@@ -245,7 +271,13 @@ impl<S: Transport> ReadHalf<S> {
     fn fill(&mut self) -> Result<()> {
         let start = self.buf.len();
         loop {
-            let timeout = timeout_until(self.deadline)?;
+            let mut timeout = timeout_until(self.deadline)?;
+            if let Some(heartbeat) = &mut self.heartbeat {
+                match heartbeat.turn(&self.shared) {
+                    Turn::Read(until) => timeout = Some(timeout.map_or(until, |t| t.min(until))),
+                    Turn::Dead => return Err(self.fail_keepalive()),
+                }
+            }
             self.buf.resize(start + self.read_buffer_size, 0);
             let result = match &mut self.own {
                 Some(io) => {
@@ -279,9 +311,19 @@ impl<S: Transport> ReadHalf<S> {
                     self.sticky = Some(Sticky::Closed(CloseFrame::new(CloseCode::ABNORMAL, "")));
                     return Err(Error::abnormal_closure());
                 }
-                Ok(_) => return Ok(()),
+                Ok(_) => {
+                    if let Some(heartbeat) = &mut self.heartbeat {
+                        heartbeat.heard();
+                    }
+                    return Ok(());
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if is_timeout(&e) && (self.deadline.is_some() || self.own.is_none()) => {
+                Err(e)
+                    if is_timeout(&e)
+                        && (self.deadline.is_some()
+                            || self.own.is_none()
+                            || self.heartbeat.is_some()) =>
+                {
                     if self.own.is_none() {
                         std::thread::yield_now(); // let a waiting writer in
                     }
@@ -292,6 +334,30 @@ impl<S: Transport> ReadHalf<S> {
                 }
             }
         }
+    }
+
+    /// Fails a connection whose peer did not answer a keepalive ping in time: close
+    /// 1011 if the transport takes it at once (and no other thread holds the writer),
+    /// then the transport is shut down and dropped — which also returns a thread
+    /// blocked writing it.
+    fn fail_keepalive(&mut self) -> Error {
+        tracing::debug!("websocket: no answer to a keepalive ping in time, failing the connection");
+        let role = self.shared.role;
+        if let Some(mut g) = self.shared.try_lock() {
+            if g.check_writable().is_ok() {
+                let frame = CloseFrame::new(CloseCode::INTERNAL_ERROR, KEEPALIVE_REASON);
+                let mut payload = Vec::with_capacity(2 + KEEPALIVE_REASON.len());
+                // A valid code and a short reason: encoding cannot fail.
+                let _ = frame.encode(&mut payload);
+                g.push_frame(role, OpCode::Close, true, false, &payload);
+                let _ = g.flush(Some(Instant::now() + CLOSE_ATTEMPT));
+            }
+        }
+        self.shared.prepare_close();
+        self.shared.close_now();
+        self.own = None;
+        self.sticky = Some(Sticky::KeepaliveTimeout);
+        Error::KeepaliveTimeout
     }
 
     /// Ends reading: sends `close` (a failure's close frame) unless a close frame went

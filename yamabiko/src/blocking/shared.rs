@@ -16,7 +16,7 @@ use crate::proto::{OpCode, Role};
 use bytes::{Buf, BytesMut};
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 /// The socket timeout that makes a call return by `deadline`; [`Error::Timeout`] when it
@@ -86,6 +86,15 @@ impl<S> Shared<S> {
     pub(crate) fn lock(&self) -> MutexGuard<'_, WriteState<S>> {
         // A panic while locked leaves at worst a partly written frame; keep going.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The write state, unless another thread holds it (e.g. blocked in a write).
+    pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, WriteState<S>>> {
+        match self.state.try_lock() {
+            Ok(g) => Some(g),
+            Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
     }
 
     /// The transport, unless it was closed.

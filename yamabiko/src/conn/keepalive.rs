@@ -71,6 +71,10 @@ impl Default for Keepalive {
     }
 }
 
+/// The reason of the close frame (1011) that ends a connection whose peer did not
+/// answer a keepalive ping.
+pub(crate) const KEEPALIVE_REASON: &str = "keepalive ping timeout";
+
 /// The shortest interval and timeout: a zero would ping in a loop.
 const MIN_PERIOD: Duration = Duration::from_millis(1);
 

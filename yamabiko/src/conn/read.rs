@@ -2,7 +2,7 @@
 
 use super::deadline::{Deadline, IntoDeadline};
 use super::handlers::{reply_frame, HandlerContext, Handlers};
-use super::keepalive::{Beat, Heartbeat, Keepalive};
+use super::keepalive::{Beat, Heartbeat, Keepalive, KEEPALIVE_REASON};
 use super::shared::{PayloadRef, Shared};
 use crate::error::{Error, Result, Sticky};
 use crate::message::{Message, Utf8Bytes};
@@ -17,10 +17,6 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-
-/// The reason of the close frame (1011) that ends a connection whose peer did not
-/// answer a keepalive ping.
-pub(crate) const KEEPALIVE_REASON: &str = "keepalive ping timeout";
 
 /// How long a failing or closing connection tries to get its last close frame out.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);

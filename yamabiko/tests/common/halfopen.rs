@@ -44,8 +44,12 @@ impl HalfOpenProxy {
         tasks.spawn(async move {
             let mut links = JoinSet::new();
             loop {
-                let Ok((client, _)) = listener.accept().await else { return };
-                let Ok(server) = TcpStream::connect(upstream).await else { return };
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                let Ok(server) = TcpStream::connect(upstream).await else {
+                    return;
+                };
                 let (client_read, client_write) = client.into_split();
                 let (server_read, server_write) = server.into_split();
                 // Each direction owns its reader; the writers are shared so that the
