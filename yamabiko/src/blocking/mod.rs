@@ -56,12 +56,14 @@
 mod client;
 mod keepalive;
 mod read;
+mod reconnect;
 mod server;
 mod shared;
 mod transport;
 mod write;
 
 pub use read::{MessageReader, ReadHalf};
+pub use reconnect::Reconnecting;
 pub use transport::{BlockingStream, ShutdownHandle, Transport};
 pub use write::{ControlHandle, MessageWriter, WriteHalf};
 
