@@ -56,7 +56,7 @@ pub struct ServeArgs {
     /// How often to ping each connection (e.g. 20s, 500ms).
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     ping_interval: Duration,
-    /// Drop a connection silent (no pong, no message) for this long.
+    /// Drop a connection silent (no pong, no message) for this long after a ping.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     idle_timeout: Duration,
     /// How long a ping or a close frame may take to go out, and how long a client

@@ -4,8 +4,9 @@
 //! is upgraded, anything else gets an embedded asset (or 404) and the connection is
 //! closed. A WebSocket connection is one task: its reader parses and validates each
 //! message, talks to storage and sends replies through the [`Hub`] (to the
-//! connection's own topic); its read deadline is pushed out by every pong (and every
-//! message), and it pings every [`Timing::ping_period`]. What the hub queues on the
+//! connection's own topic); the library's keepalive pings it every
+//! [`Timing::ping_period`] and drops it when nothing comes back within
+//! [`Timing::pong_wait`] of a ping. What the hub queues on the
 //! connection — replies, posts, presence — the same reader writes out whenever it
 //! waits for input (see [`yamabiko::hub`]); a connection that falls
 //! [`super::hub::MAX_QUEUED_BYTES`] behind is closed with 1008.
@@ -27,7 +28,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use yamabiko::hub::Subscription;
-use yamabiko::{CloseCode, Control, Error, Message, ReadHalf, Upgrader, WriteHalf};
+use yamabiko::{CloseCode, Control, Error, Keepalive, Message, ReadHalf, Upgrader, WriteHalf};
 
 /// Default of [`Timing::pong_wait`].
 pub const PONG_WAIT: Duration = Duration::from_secs(60);
@@ -41,7 +42,8 @@ pub const WRITE_WAIT: Duration = Duration::from_secs(10);
 pub struct Timing {
     /// How often the server pings (keep it well inside `pong_wait`).
     pub ping_period: Duration,
-    /// How long a peer may stay silent (no pong, no message) before it is dropped.
+    /// How long after a ping a peer may stay silent (no pong, no message) before it
+    /// is dropped.
     pub pong_wait: Duration,
     /// How long a ping or close frame may take to go out, and how long a peer closed
     /// as too slow gets to take what was queued for it, before it is dropped.
@@ -116,7 +118,11 @@ pub async fn serve(
     let upgrader = Upgrader::new()
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
-        .handshake_timeout(Duration::from_secs(10));
+        .handshake_timeout(Duration::from_secs(10))
+        .keepalive(Keepalive::new(
+            board.timing.ping_period,
+            board.timing.pong_wait,
+        ));
     let tracker = tokio_util::task::TaskTracker::new();
     while let Some((tcp, peer, permit)) =
         crate::limits::accept_admitted(&listener, &limit, &shutdown).await
@@ -242,11 +248,6 @@ async fn run_client(
     let timing = board.timing;
     let (mut read, write) = conn.split();
     read.set_read_limit(MAX_MESSAGE_BYTES);
-    read.set_read_deadline(Some(Instant::now() + timing.pong_wait));
-    read.set_pong_handler(move |ctx, _| {
-        ctx.set_read_deadline(Some(Instant::now() + timing.pong_wait));
-        Ok(())
-    });
     let own = board.hub.register(id, &write);
     let mut client = ClientState {
         board: board.clone(),
@@ -284,47 +285,32 @@ async fn run_client(
     tracing::info!(online = board.hub.len(), "disconnected");
 }
 
-/// Reads (and pings) until the connection ends; returns the close frame to send, if
-/// one is to be sent.
+/// Reads (the library's keepalive pings meanwhile) until the connection ends; returns
+/// the close frame to send, if one is to be sent.
 async fn read_pump(
     read: &mut ReadHalf<TcpStream>,
     client: &mut ClientState,
     shutdown: &CancellationToken,
 ) -> Option<(CloseCode, &'static str)> {
-    let timing = client.board.timing;
-    let period = timing.ping_period;
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let result = tokio::select! {
             _ = shutdown.cancelled() => {
                 return Some((CloseCode::GOING_AWAY, "server shutting down"));
             }
-            _ = ping.tick() => {
-                let deadline = Instant::now() + timing.write_wait;
-                let ping = Control::ping(&b"board"[..]);
-                if let Err(e) = client.write.write_control(ping, Some(deadline)).await {
-                    tracing::debug!(error = %e, "ping failed");
-                    return None;
-                }
-                continue;
-            }
             r = read.read_message() => r,
         };
         match result {
             Ok(Message::Text(text)) => {
-                read.set_read_deadline(Some(Instant::now() + timing.pong_wait));
                 client.handle(text.as_str()).await;
             }
             Ok(Message::Binary(_)) => {
-                read.set_read_deadline(Some(Instant::now() + timing.pong_wait));
                 client.fault(ProtocolFault::new(
                     ErrorCode::BadMessage,
                     "binary messages are not part of the protocol: send JSON text",
                 ));
             }
-            Err(Error::Timeout) => {
-                tracing::info!("no pong within the read deadline, dropping");
+            Err(Error::KeepaliveTimeout) => {
+                tracing::info!("no answer to a keepalive ping in time, dropped");
                 return None;
             }
             Err(Error::TooSlow(_)) => {
