@@ -1,10 +1,11 @@
 //! One chat connection: a read pump that hands the client's messages to the hub, and a
-//! write pump that sends the room's messages and the pings (gorilla's `Client` with its
-//! `readPump` and `writePump`).
+//! write pump that sends the room's messages (gorilla's `Client` with its `readPump` and
+//! `writePump`).
 //!
-//! Liveness is gorilla's: the writer pings every `ping_period`; the reader's deadline is
-//! `pong_wait` ahead and every pong pushes it further, so a peer that vanished is
-//! noticed within `pong_wait`. Every write has `write_wait` to complete, so a peer that
+//! Liveness is the library's keepalive (set on the upgrader, see `main.rs`) instead of
+//! gorilla's hand-written ping loop: pings every `ping_period` while the reader reads,
+//! so a peer that vanished is noticed within `pong_wait` and the read returns
+//! `Error::KeepaliveTimeout`. Every write has `write_wait` to complete, so a peer that
 //! stopped reading is dropped at its write deadline. Whichever pump ends first ends
 //! the other: the writer closes the connection (which wakes the reader), the reader
 //! leaves the hub (which closes the writer's outbox).
@@ -47,17 +48,11 @@ async fn read_pump(
     settings: &Settings,
 ) -> Option<Ending> {
     read.set_read_limit(settings.max_message_size);
-    read.set_read_deadline(Instant::now() + settings.pong_wait);
-    let pong_wait = settings.pong_wait;
-    read.set_pong_handler(move |ctx, _| {
-        ctx.set_read_deadline(Instant::now() + pong_wait);
-        Ok(())
-    });
     loop {
         match read.read_message().await {
             Ok(message) => hub.broadcast(message).await,
             Err(Error::AlreadyClosed) => return None,
-            Err(Error::Timeout) => return Some(Ending::ReadTimeout),
+            Err(Error::KeepaliveTimeout) => return Some(Ending::ReadTimeout),
             Err(e) => {
                 if is_unexpected_close_error(&e, &[CloseCode::GOING_AWAY, CloseCode::NORMAL]) {
                     eprintln!("chat: read: {e}");
@@ -68,15 +63,13 @@ async fn read_pump(
     }
 }
 
-/// Sends what the hub puts in the outbox, and a ping every `ping_period`. Messages
-/// that queued up meanwhile go out together, in one system call.
+/// Sends what the hub puts in the outbox (the keepalive's pings go out from the
+/// reader). Messages that queued up meanwhile go out together, in one system call.
 async fn write_pump(
     mut write: WriteHalf<TcpStream>,
     mut outbox: Outbox,
     settings: Settings,
 ) -> Ending {
-    let start = tokio::time::Instant::now() + settings.ping_period;
-    let mut ping = tokio::time::interval_at(start, settings.ping_period);
     let ending = loop {
         tokio::select! {
             next = outbox.recv() => {
@@ -96,14 +89,6 @@ async fn write_pump(
                     queued = write.queue_prepared(&more);
                 }
                 match queued.and(write.flush().await) {
-                    Ok(()) => {}
-                    Err(Error::Timeout) => break Ending::WriteTimeout,
-                    Err(_) => break Ending::Closed,
-                }
-            }
-            _ = ping.tick() => {
-                let deadline = Instant::now() + settings.write_wait;
-                match write.write_control(Control::ping(""), deadline).await {
                     Ok(()) => {}
                     Err(Error::Timeout) => break Ending::WriteTimeout,
                     Err(_) => break Ending::Closed,

@@ -21,7 +21,7 @@ use yamabiko::{Message, PreparedMessage};
 pub enum Ending {
     /// The connection ended from the other side (close frame, end of stream, error).
     Closed,
-    /// No pong (nor anything else) arrived within the pong wait.
+    /// No pong (nor anything else) arrived within the pong wait (keepalive).
     ReadTimeout,
     /// A write did not complete by the write deadline: the peer stopped reading.
     WriteTimeout,

@@ -17,7 +17,7 @@ use hub::Hub;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use yamabiko::http::{header, Method, Response, StatusCode};
-use yamabiko::{is_websocket_upgrade, write_http_response, Upgrader};
+use yamabiko::{is_websocket_upgrade, write_http_response, Keepalive, Upgrader};
 
 /// The page, served at `/`.
 const HOME: &str = include_str!("home.html");
@@ -27,7 +27,7 @@ const HOME: &str = include_str!("home.html");
 pub struct Settings {
     /// Time allowed to write a message (or a ping) to the peer.
     pub write_wait: Duration,
-    /// Time allowed to read the next pong (or anything) from the peer.
+    /// How long a peer may stay silent (no pong, nothing) before it is dropped.
     pub pong_wait: Duration,
     /// How often pings go out; less than `pong_wait`.
     pub ping_period: Duration,
@@ -72,7 +72,14 @@ pub async fn serve(listener: TcpListener, hub: Hub, settings: Settings) -> std::
     let upgrader = Upgrader::new()
         .read_buffer_size(1024)
         .write_buffer_size(1024)
-        .max_message_size(settings.max_message_size);
+        .max_message_size(settings.max_message_size)
+        // The library's keepalive: a ping every `ping_period`; nothing back within the
+        // rest of `pong_wait` fails the connection (so a silent peer is noticed within
+        // `pong_wait`, as with gorilla's ping loop and read deadline).
+        .keepalive(Keepalive::new(
+            settings.ping_period,
+            settings.pong_wait.saturating_sub(settings.ping_period),
+        ));
     loop {
         let (tcp, _) = listener.accept().await?;
         let _ = tcp.set_nodelay(true);
