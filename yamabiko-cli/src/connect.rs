@@ -10,6 +10,10 @@
 //! * `/close [code] [reason]` starts the close handshake (default 1000) and exits;
 //! * `//…` sends the line without its first `/` (to send a text starting with `/ping`).
 //!
+//! With `--reconnect` a lost connection (or one the server closed) is dialed again
+//! with the library's reconnecting client (exponential backoff with jitter), and
+//! standard error says `connection lost (…), reconnecting` and `reconnected to URL`.
+//!
 //! When standard input ends, the client waits up to `--linger` seconds for the
 //! replies to the lines it sent (as many messages as lines), then closes with 1000.
 //!
@@ -60,6 +64,12 @@ pub struct ConnectArgs {
     /// Offer permessage-deflate compression.
     #[arg(long)]
     compression: bool,
+    /// When the connection is lost (or the server closes it), dial again with
+    /// exponential backoff until it is back, saying so on standard error; stop only
+    /// at the end of input, on `/close`, or on an error retrying cannot fix (bad URL,
+    /// TLS certificate, a 4xx answer other than 429).
+    #[arg(long)]
+    reconnect: bool,
 }
 
 /// How long the peer gets to answer our close frame.
@@ -196,8 +206,8 @@ impl Output {
     }
 }
 
-async fn session(args: ConnectArgs) -> anyhow::Result<()> {
-    let dialer = dialer(&args)?;
+/// Opens `--binary-file` (in append mode, so each connection of `--reconnect` adds).
+fn open_output(args: &ConnectArgs) -> anyhow::Result<Output> {
     let binary_file = match &args.binary_file {
         Some(path) => Some(
             std::fs::OpenOptions::new()
@@ -208,16 +218,20 @@ async fn session(args: ConnectArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let (conn, _response) = match dialer.dial(&args.url).await {
-        Ok(c) => c,
-        Err(Error::BadHandshake(refused)) => {
+    Ok(Output { binary_file })
+}
+
+/// A dial that failed for good, explained on standard error.
+fn dial_failed(url: &str, e: Error) -> anyhow::Error {
+    match e {
+        Error::BadHandshake(refused) => {
             let body = String::from_utf8_lossy(refused.body());
             if !body.trim().is_empty() {
                 eprintln!("{}", body.trim_end());
             }
-            bail!("connecting to {}: {refused}", args.url);
+            anyhow::anyhow!("connecting to {url}: {refused}")
         }
-        Err(e) => {
+        e => {
             if let Error::Tls(tls) = &e {
                 if tls.to_string().contains("CaUsedAsEndEntity") {
                     eprintln!(
@@ -227,7 +241,65 @@ async fn session(args: ConnectArgs) -> anyhow::Result<()> {
                     );
                 }
             }
-            return Err(e).with_context(|| format!("connecting to {}", args.url));
+            anyhow::Error::new(e).context(format!("connecting to {url}"))
+        }
+    }
+}
+
+/// How one connection ended.
+enum End {
+    /// For good: this is the exit status (input ended, `/close`, or a failure
+    /// without `--reconnect`).
+    Done(anyhow::Result<()>),
+    /// The connection was lost and `--reconnect` is on: dial again.
+    Lost(Error),
+}
+
+async fn session(args: ConnectArgs) -> anyhow::Result<()> {
+    let dialer = dialer(&args)?;
+    let mut lines = stdin_lines();
+    if !args.reconnect {
+        let (conn, _response) = dialer
+            .dial(&args.url)
+            .await
+            .map_err(|e| dial_failed(&args.url, e))?;
+        return match connection(&args, conn, &mut lines).await? {
+            End::Done(result) => result,
+            End::Lost(e) => ended_by_peer(Ok(Ok(e))),
+        };
+    }
+    // Bounded by the reconnecting client: it ends on a fatal error, and every
+    // connection ends the loop unless it was lost.
+    let mut client = dialer.reconnecting(args.url.clone());
+    let mut lost = false;
+    while let Some(dialed) = client.next().await {
+        let (conn, _response) = dialed.map_err(|e| dial_failed(&args.url, e))?;
+        if lost {
+            eprintln!("reconnected to {}", args.url);
+        }
+        match connection(&args, conn, &mut lines).await? {
+            End::Done(result) => return result,
+            End::Lost(e) => {
+                eprintln!("connection lost ({e}), reconnecting");
+                client.ended(&e);
+                lost = true;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs one connection: standard input out, messages in, until it ends.
+async fn connection(
+    args: &ConnectArgs,
+    conn: yamabiko::Conn<yamabiko::MaybeTlsStream>,
+    lines: &mut mpsc::Receiver<String>,
+) -> anyhow::Result<End> {
+    let reconnect = args.reconnect;
+    let peer_end = |end| -> End {
+        match end {
+            Ok(Ok(e)) if reconnect => End::Lost(e),
+            end => End::Done(ended_by_peer(end)),
         }
     };
     let interactive = std::io::stdin().is_terminal();
@@ -247,7 +319,7 @@ async fn session(args: ConnectArgs) -> anyhow::Result<()> {
     // The reader runs in its own task so pings are answered and messages printed
     // while we wait for input. It counts the messages it printed.
     let (count_tx, mut count_rx) = watch::channel(0usize);
-    let mut output = Output { binary_file };
+    let mut output = open_output(args)?;
     let mut read_task: JoinHandle<anyhow::Result<Error>> = tokio::spawn(async move {
         loop {
             match reader.read_message().await {
@@ -260,12 +332,11 @@ async fn session(args: ConnectArgs) -> anyhow::Result<()> {
         }
     });
 
-    let mut lines = stdin_lines();
     let mut sent = 0usize;
     let write_deadline = || Some(std::time::Instant::now() + Duration::from_secs(10));
     loop {
         let line = tokio::select! {
-            end = &mut read_task => return ended_by_peer(end),
+            end = &mut read_task => return Ok(peer_end(end)),
             line = lines.recv() => line,
         };
         let Some(line) = line else { break };
@@ -289,7 +360,7 @@ async fn session(args: ConnectArgs) -> anyhow::Result<()> {
             Command::Close(code, reason) => {
                 let frame = Control::Close(Some(CloseFrame::new(code, reason)));
                 match control.write_control(frame, write_deadline()).await {
-                    Ok(()) => return await_close(read_task).await,
+                    Ok(()) => return Ok(End::Done(await_close(read_task).await)),
                     Err(e @ Error::InvalidInput(_)) => {
                         eprintln!("{e}");
                         continue;
@@ -302,12 +373,13 @@ async fn session(args: ConnectArgs) -> anyhow::Result<()> {
             Ok(()) => {}
             Err(e @ (Error::InvalidInput(_) | Error::Timeout)) => eprintln!("{e}"),
             // The connection is ending: the reader says how.
-            Err(_) => {
+            Err(e) => {
                 let end = tokio::time::timeout(CLOSE_TIMEOUT, &mut read_task).await;
-                return match end {
-                    Ok(end) => ended_by_peer(end),
-                    Err(_) => bail!("the connection broke"),
-                };
+                return Ok(match end {
+                    Ok(end) => peer_end(end),
+                    Err(_) if reconnect => End::Lost(e),
+                    Err(_) => End::Done(Err(anyhow::anyhow!("the connection broke"))),
+                });
             }
         }
     }
@@ -318,14 +390,14 @@ async fn session(args: ConnectArgs) -> anyhow::Result<()> {
         let _ = count_rx.wait_for(|n| *n >= sent).await;
     };
     tokio::select! {
-        end = &mut read_task => return ended_by_peer(end),
+        end = &mut read_task => return Ok(End::Done(ended_by_peer(end))),
         _ = tokio::time::timeout(linger, replies) => {}
     }
     let frame = Control::close(CloseCode::NORMAL, "");
     if let Err(e) = control.write_control(frame, write_deadline()).await {
         eprintln!("sending close: {e}");
     }
-    await_close(read_task).await
+    Ok(End::Done(await_close(read_task).await))
 }
 
 /// After our close frame: wait for the peer's (or for it to hang up).

@@ -2,7 +2,8 @@
 //!
 //! Limits: at most `--max-conns` connections at once (more are answered
 //! `503 Service Unavailable`), the upgrader's 10 s handshake timeout, and an optional
-//! `--idle-timeout`. On Ctrl-C or SIGTERM the server stops accepting, closes every
+//! `--idle-timeout`; keepalive pings every `--ping-interval` (20 s; 0 = off) and a
+//! connection silent for `--ping-timeout` after one is failed (1011). On Ctrl-C or SIGTERM the server stops accepting, closes every
 //! connection with 1001 (going away), waits up to [`SHUTDOWN_GRACE`] for the close
 //! handshakes, and exits 0.
 
@@ -61,6 +62,14 @@ pub struct EchoArgs {
     /// seconds, or with a unit (500ms, 30s, 2m). 0 = never.
     #[arg(long, default_value = "0", value_name = "SECS", value_parser = parse_duration_or_zero)]
     idle_timeout: Duration,
+    /// Keepalive: ping every connection this often while it is idle (seconds, or with
+    /// a unit: 500ms, 20s). 0 = keepalive off.
+    #[arg(long, default_value = "20s", value_name = "SECS", value_parser = parse_duration_or_zero)]
+    ping_interval: Duration,
+    /// Keepalive: fail a connection (close 1011) from which nothing arrives within
+    /// this long of a ping.
+    #[arg(long, default_value = "20s", value_name = "SECS", value_parser = parse_duration_or_zero)]
+    ping_timeout: Duration,
     /// Serve on the blocking API, one thread per connection (at most --max-conns);
     /// works with --tls-cert/--tls-key too.
     #[arg(long, conflicts_with = "single_thread")]
@@ -123,6 +132,10 @@ fn upgrader(args: &EchoArgs) -> Upgrader {
             threshold: args.compression_threshold,
             ..Default::default()
         }))
+        .keepalive(
+            (!args.ping_interval.is_zero())
+                .then(|| yamabiko::Keepalive::new(args.ping_interval, args.ping_timeout)),
+        )
 }
 
 async fn serve(args: EchoArgs) -> anyhow::Result<()> {

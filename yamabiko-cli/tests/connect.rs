@@ -221,3 +221,92 @@ async fn refused_connection_and_bad_url_fail() {
         text(&out.stderr)
     );
 }
+
+/// A server on `listener` that sends `name` to each connection and holds it open.
+/// Aborting the task kills it and its connections.
+fn naming_server(listener: TcpListener, name: &'static str) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            conns.spawn(async move {
+                let Ok(mut conn) = Upgrader::new().upgrade(tcp).await else {
+                    return;
+                };
+                if conn.write_text(name).await.is_ok() {
+                    // Hold it (and answer pings) until the peer or the test ends it.
+                    while conn.read_message().await.is_ok() {}
+                }
+            });
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnect_comes_back_after_a_server_restart_and_says_so() {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = naming_server(listener, "first");
+    let mut child = Command::new(BIN)
+        .args(["connect", "--reconnect", &format!("ws://{addr}/")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let _stdin = child.stdin.take().unwrap(); // held open: the client keeps going
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut stderr = child.stderr.take().unwrap();
+    assert_eq!(
+        tokio::time::timeout(WAIT, stdout.next_line())
+            .await
+            .expect("a line")
+            .unwrap()
+            .as_deref(),
+        Some("first")
+    );
+    server.abort();
+    let _ = server.await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let server = naming_server(TcpListener::bind(addr).await.unwrap(), "second");
+    assert_eq!(
+        tokio::time::timeout(WAIT, stdout.next_line())
+            .await
+            .expect("a line")
+            .unwrap()
+            .as_deref(),
+        Some("second")
+    );
+    child.kill().await.unwrap();
+    server.abort();
+    let mut said = String::new();
+    tokio::time::timeout(WAIT, stderr.read_to_string(&mut said))
+        .await
+        .expect("stderr ends")
+        .unwrap();
+    assert!(said.contains("connection lost"), "{said}");
+    assert!(
+        said.contains(&format!("reconnected to ws://{addr}/")),
+        "{said}"
+    );
+}
+
+#[tokio::test]
+async fn reconnect_stops_on_a_403() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let _ = Upgrader::new().read_request(&mut tcp).await;
+            let _ = tcp
+                .write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 7\r\n\r\ngo away")
+                .await;
+        }
+    });
+    let out = connect(&["--reconnect", &format!("ws://{addr}/")], "").await;
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("403"), "{err}");
+    assert!(err.contains("go away"), "{err}");
+}

@@ -215,6 +215,27 @@ async fn echo_idle_timeout_closes_silent_connections_only() {
 }
 
 #[tokio::test]
+async fn echo_keepalive_fails_a_peer_that_never_answers_its_pings() {
+    let server = Server::echo(&["--ping-interval", "200ms", "--ping-timeout", "300ms"]).await;
+    let url = format!("ws://{}/", server.addr);
+    let mut deaf = dial(&url).await.expect("deaf client");
+    deaf.set_ping_handler(|_, _| Ok(())); // reads, but never answers a ping
+    let mut live = dial(&url).await.expect("live client");
+    let t0 = Instant::now();
+    let (code, ()) = tokio::join!(close_code(&mut deaf), async {
+        // Reading lets the default handler answer the pings meanwhile.
+        let _ = tokio::time::timeout(Duration::from_millis(1500), live.read_message()).await;
+    });
+    assert_eq!(code, CloseCode::INTERNAL_ERROR);
+    let after = t0.elapsed();
+    assert!(
+        after >= Duration::from_millis(450) && after < Duration::from_secs(3),
+        "{after:?}"
+    );
+    echo_round_trip(&mut live, "still here").await;
+}
+
+#[tokio::test]
 async fn echo_help_documents_the_defaults() {
     let out = Command::new(BIN)
         .args(["echo", "--help"])
@@ -222,7 +243,12 @@ async fn echo_help_documents_the_defaults() {
         .await
         .expect("run echo --help");
     let help = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--max-conns", "--idle-timeout"] {
+    for flag in [
+        "--max-conns",
+        "--idle-timeout",
+        "--ping-interval",
+        "--ping-timeout",
+    ] {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
     }
     assert!(help.contains("[default: 10000]"), "{help}");
