@@ -83,6 +83,8 @@ pub mod blocking;
 pub mod client;
 pub mod conn;
 pub mod error;
+#[cfg(feature = "http2")]
+pub mod http2;
 pub mod message;
 pub mod prepared;
 pub mod proto;
@@ -90,7 +92,7 @@ pub mod server;
 pub mod upgrade;
 mod write_compression;
 
-pub use client::{Dialer, HandshakeResponse, MaybeTlsStream};
+pub use client::{Dialer, HandshakeResponse, HttpVersion, MaybeTlsStream};
 pub use conn::{
     CloseHandler, Config, Conn, ControlHandle, HandlerContext, MessageReader, MessageWriter,
     PingHandler, PongHandler, ReadHalf, WriteHalf,
@@ -102,4 +104,4 @@ pub use message::{Control, Message, Utf8Bytes};
 pub use prepared::PreparedMessage;
 pub use proto::deflate::DeflateConfig as Compression;
 pub use proto::{CloseCode, CloseFrame, MessageKind, ProtocolError, Role};
-pub use server::{Negotiated, Upgrader};
+pub use server::{Negotiated, NegotiatedConnect, Upgrader};
