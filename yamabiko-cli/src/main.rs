@@ -5,7 +5,9 @@ mod board;
 mod connect;
 mod echo;
 mod echo_blocking;
+mod echo_http2;
 mod game;
+mod http2_server;
 mod limits;
 mod tls;
 
