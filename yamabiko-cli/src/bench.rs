@@ -73,6 +73,14 @@ pub struct BenchArgs {
     /// the window) or, with --idle, its RSS growth per connection.
     #[arg(long, value_name = "PID")]
     server_pid: Option<u32>,
+    /// Open the WebSockets over HTTP/2 (RFC 8441): prior knowledge (h2c) for ws://,
+    /// ALPN h2 for wss://.
+    #[arg(long, conflicts_with = "idle")]
+    http2: bool,
+    /// With --http2: how many WebSockets share one HTTP/2 connection (1 = a
+    /// connection each).
+    #[arg(long, default_value_t = 1, value_name = "N", requires = "http2")]
+    streams_per_conn: usize,
 }
 
 /// Runs the load generator and prints its report.
@@ -81,8 +89,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.size == 0 && args.idle.is_none() {
         bail!("--size must be at least 1");
     }
-    if args.conns == 0 || args.inflight == 0 {
-        bail!("--conns and --inflight must be at least 1");
+    if args.conns == 0 || args.inflight == 0 || args.streams_per_conn == 0 {
+        bail!("--conns, --inflight and --streams-per-conn must be at least 1");
     }
     let runtime = if args.threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -230,10 +238,22 @@ async fn load(args: &BenchArgs) -> anyhow::Result<Report> {
     let duration = secs("duration", args.duration)?;
     let drain = secs("drain-timeout", args.drain_timeout)?;
     let limit = args.size.max(1 << 20) + 1024;
-    let dialer = Dialer::new()
-        .handshake_timeout(connect_timeout)
-        .max_message_size(limit)
-        .max_frame_size(limit);
+    // A fresh dialer has its own (empty) set of HTTP/2 connections; its clones
+    // share them.
+    let new_dialer = || {
+        let dialer = Dialer::new()
+            .handshake_timeout(connect_timeout)
+            .max_message_size(limit)
+            .max_frame_size(limit);
+        if args.http2 {
+            dialer
+                .http_version(yamabiko::HttpVersion::Http2)
+                .share_http2_connections(args.streams_per_conn > 1)
+        } else {
+            dialer
+        }
+    };
+    let dialer = new_dialer();
     let pattern = Arc::new(Pattern::new(args.size, args.text));
     let counters = Arc::new(Counters::default());
 
@@ -241,13 +261,28 @@ async fn load(args: &BenchArgs) -> anyhow::Result<Report> {
     let connect_deadline = Instant::now() + connect_timeout;
     let gate = Arc::new(Semaphore::new(64));
     let mut dials = JoinSet::new();
-    for _ in 0..args.conns {
-        let dialer = dialer.clone();
+    // Over HTTP/2 each group of --streams-per-conn WebSockets gets a dialer of its
+    // own (clones share their connections), dialled one after the other so the
+    // group shares one connection.
+    let group = if args.http2 { args.streams_per_conn } else { 1 };
+    let mut left = args.conns;
+    while left > 0 {
+        let n = left.min(group);
+        left -= n;
+        let dialer = if args.http2 {
+            new_dialer()
+        } else {
+            dialer.clone()
+        };
         let url = args.url.clone();
         let gate = gate.clone();
         dials.spawn(async move {
             let _permit = gate.acquire_owned().await;
-            dialer.dial(&url).await
+            let mut opened = Vec::with_capacity(n);
+            for _ in 0..n {
+                opened.push(dialer.dial(&url).await?);
+            }
+            Ok::<_, yamabiko::Error>(opened)
         });
     }
     let mut conns = Vec::with_capacity(args.conns);
@@ -255,8 +290,8 @@ async fn load(args: &BenchArgs) -> anyhow::Result<Report> {
         .await
         .map_err(|_| anyhow::anyhow!("connecting took longer than {connect_timeout:?}"))?
     {
-        let (conn, _) = joined?.with_context(|| format!("connecting to {}", args.url))?;
-        conns.push(conn);
+        let opened = joined?.with_context(|| format!("connecting to {}", args.url))?;
+        conns.extend(opened.into_iter().map(|(conn, _)| conn));
     }
 
     let empty = Histogram::<u64>::new_with_bounds(100, 60_000_000_000, 3)?;
@@ -393,6 +428,8 @@ async fn load(args: &BenchArgs) -> anyhow::Result<Report> {
         "size": args.size,
         "inflight": args.inflight,
         "text": args.text,
+        "http2": args.http2,
+        "streams_per_conn": args.streams_per_conn,
         "duration_s": secs,
         "messages": msgs,
         "messages_sent_total": sent,
@@ -412,12 +449,17 @@ async fn load(args: &BenchArgs) -> anyhow::Result<Report> {
     use std::fmt::Write;
     let _ = writeln!(
         table,
-        "{} conns × {} in flight, {} B {} messages, {:.1} s window",
+        "{} conns × {} in flight, {} B {} messages, {:.1} s window{}",
         args.conns,
         args.inflight,
         args.size,
         if args.text { "text" } else { "binary" },
-        secs
+        secs,
+        if args.http2 {
+            format!(", over HTTP/2 ({} per connection)", args.streams_per_conn)
+        } else {
+            String::new()
+        }
     );
     let _ = writeln!(table, "  messages     {msgs:>14}");
     let _ = writeln!(table, "  msgs/s       {rate:>14.0}");
