@@ -75,6 +75,15 @@
 //!    modules carry a runnable example; `examples/hyper.rs` and `examples/axum.rs` are
 //!    whole servers.
 //!
+//! ## WebSockets over HTTP/2
+//!
+//! With the `http2` feature (on by default) both sides speak RFC 8441: the hyper and
+//! axum entrances take an HTTP/2 extended CONNECT as they take an HTTP/1.1 upgrade,
+//! and [`Dialer`] opens `wss://` WebSockets over HTTP/2 when the server offers it
+//! ([`HttpVersion`] forces either), several to one origin sharing one connection. The
+//! `Conn` is the same. [`http2`] explains the model, the flow-control windows
+//! ([`http2::Http2Settings`]) and where HTTP/3 stands.
+//!
 //! The protocol itself lives in [`proto`], a sans-IO core that knows nothing of sockets.
 
 #![warn(missing_docs)]

@@ -273,8 +273,12 @@ impl Dialer {
     }
 
     /// Connects to a `ws://` or `wss://` URL and performs the opening handshake.
-    /// Returns the connection and the server's `101` response (its headers carry
-    /// cookies and the agreed subprotocol).
+    /// Returns the connection and the server's response — `101` over HTTP/1.1, `200`
+    /// over HTTP/2 (its headers carry cookies and the agreed subprotocol).
+    ///
+    /// Over HTTP/2 ([`HttpVersion`]) the WebSocket may be opened on a connection an
+    /// earlier dial left open (see
+    /// [`share_http2_connections`](Self::share_http2_connections)).
     ///
     /// The whole of it is bounded by the handshake timeout. Dropping the future
     /// abandons the attempt and closes whatever was opened.

@@ -23,6 +23,16 @@
 /// `stream_window` per round trip (128 KiB: about 1 GB/s on a 0.1 ms LAN, 2.6 MB/s
 /// at 50 ms); raise it for bulk transfers over long paths, and raise
 /// `connection_window` with it.
+///
+/// **Small frames.** The h2 crate also bounds how many small DATA frames (under 256
+/// bytes) may wait unread in its queues, at about `connection_window` / 2 / 230 —
+/// some 36,000 with the defaults — and ends the connection beyond that (GOAWAY
+/// ENHANCE_YOUR_CALM): a defence against peers that send floods of tiny frames. The
+/// client's [`H2Stream`](super::H2Stream)s take frames out of those queues as they
+/// arrive, so a slow reader there costs only its window. hyper's server streams leave
+/// them queued until the application reads, so a server whose WebSockets stop
+/// reading while peers send many tiny messages (some 5,000 per stalled stream with
+/// 128 KiB windows) can reach that bound; keep a reader running, as always.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Http2Settings {
     /// Initial flow-control window of every stream, in bytes: what a peer may send one
