@@ -46,6 +46,10 @@ pub struct Http2Settings {
     /// Most bytes buffered for sending per stream before writes wait (default
     /// 128 KiB).
     pub max_send_buffer: usize,
+    /// Largest DATA frame the peer may send (SETTINGS_MAX_FRAME_SIZE, 16 KiB to
+    /// 16 MiB; default 64 KiB). Larger frames carry a large WebSocket message in
+    /// fewer frames and fewer system calls; HTTP/2's own default is 16 KiB.
+    pub max_frame_size: u32,
 }
 
 impl Default for Http2Settings {
@@ -55,6 +59,7 @@ impl Default for Http2Settings {
             connection_window: 16 * 1024 * 1024,
             max_concurrent_streams: 128,
             max_send_buffer: 128 * 1024,
+            max_frame_size: 64 * 1024,
         }
     }
 }
@@ -69,6 +74,11 @@ impl Http2Settings {
             self.stream_window.clamp(MIN, MAX),
             self.connection_window.clamp(MIN, MAX),
         )
+    }
+
+    /// The frame size limit within what RFC 9113 §6.5.2 allows.
+    fn frame_size(&self) -> u32 {
+        self.max_frame_size.clamp(16_384, 16_777_215)
     }
 
     /// Applies these settings to a hyper HTTP/2 server and turns on extended CONNECT
@@ -99,6 +109,7 @@ impl Http2Settings {
             .initial_stream_window_size(stream)
             .initial_connection_window_size(connection)
             .max_concurrent_streams(self.max_concurrent_streams)
+            .max_frame_size(self.frame_size())
             .max_send_buf_size(self.max_send_buffer)
     }
 
@@ -110,6 +121,7 @@ impl Http2Settings {
             .initial_window_size(stream)
             .initial_connection_window_size(connection)
             .max_send_buffer_size(self.max_send_buffer)
+            .max_frame_size(self.frame_size())
             // A WebSocket client has no use for server push.
             .enable_push(false);
         builder
@@ -133,5 +145,10 @@ mod tests {
             ..s
         };
         assert_eq!(tiny.clamped(), (65_535, (1 << 31) - 1));
+        let frames = Http2Settings {
+            max_frame_size: 0,
+            ..Http2Settings::default()
+        };
+        assert_eq!(frames.frame_size(), 16_384);
     }
 }
