@@ -1012,3 +1012,63 @@ async fn tiny_messages_into_client_streams_nobody_reads() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn our_close_handshake_ends_with_end_stream() {
+    // A raw h2 server: answers our close frame with its own and reports how our side
+    // of the stream ended — END_STREAM, not RST_STREAM.
+    bounded(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<String>();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut conn = h2::server::Builder::new()
+                .enable_connect_protocol()
+                .handshake::<_, Bytes>(tcp)
+                .await
+                .unwrap();
+            let Some(Ok((req, mut respond))) = conn.accept().await else {
+                return;
+            };
+            tokio::spawn(async move { while conn.accept().await.is_some() {} });
+            let mut send = respond
+                .send_response(http::Response::new(()), false)
+                .unwrap();
+            let mut recv = req.into_body();
+            let mut seen = Vec::new();
+            // Our client's close frame: masked, opcode 8, code 1000 (6 + 2 bytes).
+            while seen.len() < 8 {
+                match recv.data().await {
+                    Some(Ok(d)) => {
+                        let _ = recv.flow_control().release_capacity(d.len());
+                        seen.extend_from_slice(&d);
+                    }
+                    other => {
+                        let _ = tx.send(format!("no close frame: {other:?}"));
+                        return;
+                    }
+                }
+            }
+            assert_eq!(seen[0], 0x88, "a close frame");
+            send.send_data(Bytes::from_static(&[0x88, 0x02, 0x03, 0xe8]), false)
+                .unwrap();
+            let end = loop {
+                match recv.data().await {
+                    None => break "END_STREAM".to_owned(),
+                    Some(Ok(d)) if d.is_empty() => {}
+                    Some(other) => break format!("{other:?}"),
+                }
+            };
+            let _ = send.send_data(Bytes::new(), true);
+            let _ = tx.send(end);
+        });
+        let (conn, _) = h2c_dialer().dial(&format!("ws://{addr}/")).await.unwrap();
+        conn.close_with(CloseCode::NORMAL, "", WAIT).await.unwrap();
+        assert_eq!(
+            step("the server's verdict", rx).await.unwrap(),
+            "END_STREAM"
+        );
+    })
+    .await;
+}
