@@ -247,7 +247,7 @@ async fn session(args: ConnectArgs) -> anyhow::Result<()> {
     };
     let interactive = std::io::stdin().is_terminal();
     if interactive {
-        let over = if conn.with_stream(|s| s.is_http2()) {
+        let over = if conn.with_stream(|s| s.is_http2()).unwrap_or(false) {
             "HTTP/2"
         } else {
             "HTTP/1.1"

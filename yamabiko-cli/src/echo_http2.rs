@@ -1,13 +1,15 @@
 //! `yamabiko echo` over HTTP/2: every extended CONNECT on the connection (RFC 8441)
-//! becomes an echoing WebSocket, with the same upgrader, limits, idle timeout and
+//! becomes an echoing (or, with `--broadcast`, broadcasting) WebSocket, with the same upgrader, limits, idle timeout and
 //! shutdown as over HTTP/1.1. Reached through ALPN `h2` (`--tls-cert`) or, with
 //! `--h2c`, cleartext HTTP/2 with prior knowledge.
 
 use crate::echo::{serve_conn, SHUTDOWN_GRACE};
+use crate::echo_broadcast::Broadcast;
 use crate::http2_server::{self, Body};
 use crate::limits::ConnPermit;
 use bytes::Bytes;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
@@ -22,6 +24,7 @@ pub async fn serve<I>(
     upgrader: Upgrader,
     peer: SocketAddr,
     idle: Duration,
+    broadcast: Option<Arc<Broadcast>>,
     shutdown: CancellationToken,
     permit: ConnPermit,
 ) where
@@ -33,6 +36,7 @@ pub async fn serve<I>(
     http2_server::serve(io, peer, shutdown, SHUTDOWN_GRACE, move |mut req| {
         let upgrader = upgrader.clone();
         let stop = stop.clone();
+        let broadcast = broadcast.clone();
         async move {
             match upgrader.upgrade_hyper::<_, Body>(&mut req) {
                 Ok((response, upgrading)) => {
@@ -40,7 +44,7 @@ pub async fn serve<I>(
                         match upgrading.await {
                             Ok(conn) => {
                                 tracing::debug!(%peer, "WebSocket over HTTP/2 (extended CONNECT)");
-                                serve_conn(conn, peer, idle, stop).await;
+                                serve_conn(conn, peer, idle, broadcast.as_deref(), stop).await;
                             }
                             Err(e) => tracing::debug!(%peer, error = %e, "upgrade failed"),
                         }

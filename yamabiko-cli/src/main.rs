@@ -5,6 +5,7 @@ mod board;
 mod connect;
 mod echo;
 mod echo_blocking;
+mod echo_broadcast;
 mod echo_http2;
 mod game;
 mod http2_server;

@@ -35,7 +35,7 @@ fn dialer(cert: &str) -> Dialer {
 }
 
 fn is_http2(conn: &yamabiko::Conn<yamabiko::MaybeTlsStream>) -> bool {
-    conn.with_stream(|s| s.is_http2())
+    conn.with_stream(|s| s.is_http2()).unwrap_or(false)
 }
 
 async fn echo_round(conn: &mut yamabiko::Conn<yamabiko::MaybeTlsStream>, text: &str) {
@@ -213,8 +213,7 @@ async fn the_board_over_https_serves_its_websocket_inside_http2() {
         )
         .dial(&format!("wss://localhost:{port}/ws"))
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     match err {
         yamabiko::Error::BadHandshake(r) => assert_eq!(r.status(), 403),
         other => panic!("expected 403, got {other}"),

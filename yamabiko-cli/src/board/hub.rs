@@ -1,26 +1,29 @@
-//! Fan-out: the hub of gorilla's chat example, in Rust.
+//! This server's connections, what each views, and who sees what.
 //!
-//! The [`Hub`] knows this server's connections and what each is looking at (the thread
-//! list or one thread). Every connection has a bounded outbound queue drained by its
-//! writer task; the hub only ever `try_send`s into it, so a client too slow to keep
-//! up cannot make the server hold more than its queue — it is disconnected instead
-//! (close 1008). A broadcast is serialised and framed once ([`PreparedMessage`]) and
-//! the same bytes are queued on every connection.
+//! Delivery is the library's [`yamabiko::Hub`]: every connection subscribes to its
+//! own topic ([`Topic::Client`], for replies) and to the topic of what it views (the
+//! thread list or one thread), and a broadcast is framed once and queued on every
+//! subscriber's connection, which its reader writes out. Every subscription has the
+//! same bound: a connection with more than [`MAX_QUEUED_BYTES`] unsent is too slow and
+//! is closed with 1008 ([`TOO_SLOW`]), so a client that stops reading cannot make the
+//! server hold more than that; it gets the write timeout to take what was queued and
+//! the close frame, then its transport is dropped.
 //!
 //! A committed post reaches this server's hub directly (through
 //! [`super::order::Ordered`], which keeps each thread's posts in order), and the other
 //! servers through a [`FanOut`]: [`SingleServer`] when there are none, or
-//! [`super::redis::RedisFanOut`], whose subscriber task on every server passes what it
-//! receives to the same ordered delivery. Presence (who views which thread) is counted
-//! here for this server's connections; the counts of other servers are added with
-//! [`Hub::set_remote_online`].
+//! [`super::broker::RedisFanOut`], whose subscriber task on every server passes what
+//! it receives to the same ordered delivery. Presence (who views which thread) is
+//! counted here for this server's connections; the counts of other servers are added
+//! with [`Hub::set_remote_online`].
 
 use super::protocol::{PostView, ServerMsg, ThreadView};
 use super::store::BoxFuture;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Mutex;
+use std::time::Duration;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use yamabiko::hub::{Backpressure, Overflow, Subscriber, Subscription};
 use yamabiko::{CloseCode, Message, PreparedMessage};
 
 /// A connection's number, unique in this process.
@@ -66,69 +69,38 @@ impl FanOut for SingleServer {
     }
 }
 
-/// Why a connection is being stopped, decided by whoever stops it first.
-pub struct Stop {
-    token: CancellationToken,
-    server: CancellationToken,
-    reason: OnceLock<(CloseCode, &'static str)>,
-}
-
-impl Stop {
-    /// A stop signal that also fires when `server` (the whole server) shuts down.
-    pub fn new(server: &CancellationToken) -> Self {
-        Stop {
-            token: server.child_token(),
-            server: server.clone(),
-            reason: OnceLock::new(),
-        }
-    }
-
-    /// Stops the connection; its writer sends a close frame with `code` and `reason`.
-    pub fn close(&self, code: CloseCode, reason: &'static str) {
-        let _ = self.reason.set((code, reason));
-        self.token.cancel();
-    }
-
-    /// Stops the connection without a close frame (it is dead or already closed).
-    pub fn drop_now(&self) {
-        self.token.cancel();
-    }
-
-    /// Completes when the connection is to stop.
-    pub async fn stopped(&self) {
-        self.token.cancelled().await
-    }
-
-    /// Whether the connection is to stop.
-    pub fn is_stopped(&self) -> bool {
-        self.token.is_cancelled()
-    }
-
-    /// The close frame to send, if any.
-    pub fn close_reason(&self) -> Option<(CloseCode, &'static str)> {
-        if let Some(r) = self.reason.get() {
-            return Some(*r);
-        }
-        if self.server.is_cancelled() {
-            return Some((CloseCode::GOING_AWAY, "server shutting down"));
-        }
-        None
-    }
-}
-
-/// The close reason of a connection whose queue overflowed.
+/// The close reason of a connection that fell too far behind.
 pub const TOO_SLOW: (CloseCode, &str) = (CloseCode::POLICY_VIOLATION, "too slow: queue full");
 
-/// A connection as the hub sees it.
-struct Client {
-    queue: mpsc::Sender<PreparedMessage>,
-    stop: Arc<Stop>,
-    view: View,
+/// Unsent bytes a connection may have before it counts as too slow.
+pub const MAX_QUEUED_BYTES: usize = 1 << 20;
+
+/// What a connection subscribes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Topic {
+    /// Changes to the thread list (and the online counts shown in it).
+    List,
+    /// One thread's posts (and its online count).
+    Thread(i64),
+    /// Replies to one connection.
+    Client(ClientId),
+}
+
+impl View {
+    /// The topic a connection with this view subscribes to, besides its own.
+    fn topic(self) -> Option<Topic> {
+        match self {
+            View::Nothing => None,
+            View::List => Some(Topic::List),
+            View::Thread(t) => Some(Topic::Thread(t)),
+        }
+    }
 }
 
 #[derive(Default)]
 struct Inner {
-    clients: HashMap<ClientId, Client>,
+    /// What each connection of this server views.
+    views: HashMap<ClientId, View>,
     /// Viewers per thread on this server (absent = 0).
     viewers: HashMap<i64, usize>,
     /// Viewers per thread on the other servers, as last heard (absent = 0).
@@ -137,9 +109,10 @@ struct Inner {
     on_presence: Option<mpsc::Sender<(i64, usize)>>,
 }
 
-/// This server's connections and what they look at.
-#[derive(Default)]
+/// This server's connections, what they look at, and the topics they receive.
 pub struct Hub {
+    topics: yamabiko::Hub<Topic>,
+    backpressure: Backpressure,
     inner: Mutex<Inner>,
 }
 
@@ -154,59 +127,83 @@ pub fn prepare(msg: &ServerMsg) -> PreparedMessage {
 }
 
 impl Hub {
-    /// An empty hub.
-    pub fn new() -> Self {
-        Self::default()
+    /// An empty hub; a connection that falls [`MAX_QUEUED_BYTES`] behind is closed
+    /// with 1008 and given `grace` to take what was queued before it is dropped.
+    pub fn new(grace: Duration) -> Self {
+        Hub {
+            topics: yamabiko::Hub::new(),
+            backpressure: Backpressure {
+                max_queued: MAX_QUEUED_BYTES,
+                overflow: Overflow::Close {
+                    code: TOO_SLOW.0,
+                    reason: TOO_SLOW.1,
+                    grace,
+                },
+            },
+            inner: Mutex::new(Inner::default()),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds a connection, viewing nothing yet.
-    pub fn register(&self, id: ClientId, queue: mpsc::Sender<PreparedMessage>, stop: Arc<Stop>) {
-        self.lock().clients.insert(
-            id,
-            Client {
-                queue,
-                stop,
-                view: View::Nothing,
-            },
-        );
+    /// Adds a connection, viewing nothing yet; its replies go through the returned
+    /// subscription (keep it as long as the connection).
+    pub fn register(&self, id: ClientId, conn: &impl Subscriber) -> Subscription<Topic> {
+        self.lock().views.insert(id, View::Nothing);
+        self.subscribe(Topic::Client(id), conn)
+    }
+
+    /// Subscribes a connection to a topic with the board's bound.
+    fn subscribe(&self, topic: Topic, conn: &impl Subscriber) -> Subscription<Topic> {
+        self.topics
+            .subscribe(topic, conn, self.backpressure.clone())
     }
 
     /// Removes a connection (no-op if already gone).
     pub fn unregister(&self, id: ClientId) {
         let mut inner = self.lock();
-        let mut slow = Vec::new();
-        if let Some(c) = inner.clients.remove(&id) {
-            if let View::Thread(t) = c.view {
-                inner.presence_changed(t, -1, &mut slow);
-            }
+        if let Some(View::Thread(t)) = inner.views.remove(&id) {
+            let announce = vec![inner.presence_changed(t, -1)];
+            drop(inner);
+            self.announce(announce);
         }
-        drop(inner);
-        self.kick(slow);
     }
 
-    /// Moves a connection to another view, announcing presence changes.
-    pub fn set_view(&self, id: ClientId, view: View) {
+    /// Moves a connection to another view: subscribes it to the view's topic
+    /// (returned; the caller drops the old one after this) and announces presence
+    /// changes. `None` if the view stays the same, or for [`View::Nothing`].
+    pub fn set_view(
+        &self,
+        id: ClientId,
+        view: View,
+        conn: &impl Subscriber,
+    ) -> Option<Option<Subscription<Topic>>> {
         let mut inner = self.lock();
-        let Some(c) = inner.clients.get_mut(&id) else {
-            return;
-        };
-        let old = std::mem::replace(&mut c.view, view);
+        let old = *inner.views.get(&id)?;
         if old == view {
-            return;
+            return None;
         }
-        let mut slow = Vec::new();
+        // Subscribed before the counts change, so that the page gets its own
+        // presence update too.
+        let subscription = view.topic().map(|t| self.subscribe(t, conn));
+        inner.views.insert(id, view);
+        let mut announce = Vec::new();
         if let View::Thread(t) = old {
-            inner.presence_changed(t, -1, &mut slow);
+            announce.push(inner.presence_changed(t, -1));
         }
         if let View::Thread(t) = view {
-            inner.presence_changed(t, 1, &mut slow);
+            announce.push(inner.presence_changed(t, 1));
         }
         drop(inner);
-        self.kick(slow);
+        self.announce(announce);
+        Some(subscription)
+    }
+
+    /// Sends a message to one connection.
+    pub fn send_to(&self, id: ClientId, msg: &PreparedMessage) {
+        self.topics.publish_prepared(&Topic::Client(id), msg);
     }
 
     /// Connections viewing a thread, on this server and (as last heard) on the others.
@@ -243,10 +240,9 @@ impl Hub {
         } else {
             inner.remote.insert(thread_id, remote);
         }
-        let mut slow = Vec::new();
-        inner.announce_presence(thread_id, &mut slow);
+        let announce = vec![(thread_id, inner.total(thread_id))];
         drop(inner);
-        self.kick(slow);
+        self.announce(announce);
     }
 
     /// Threads with viewers on other servers, as last heard.
@@ -256,7 +252,7 @@ impl Hub {
 
     /// Connections in the hub.
     pub fn len(&self) -> usize {
-        self.lock().clients.len()
+        self.lock().views.len()
     }
 
     /// Fills in the `online` field of thread summaries.
@@ -269,50 +265,26 @@ impl Hub {
 
     /// Delivers an event to the connections it concerns.
     pub fn deliver(&self, event: &BoardEvent) {
-        let inner = self.lock();
-        let mut slow = Vec::new();
         match event {
             BoardEvent::Posted { post, thread } => {
                 let mut thread = thread.clone();
-                thread.online = inner.total(thread.id);
+                thread.online = self.online(thread.id);
                 let to_thread = prepare(&ServerMsg::Post { post: post.clone() });
+                self.topics
+                    .publish_prepared(&Topic::Thread(post.thread_id), &to_thread);
                 let to_list = prepare(&ServerMsg::ThreadUpdated { thread });
-                inner.send_where(&mut slow, |view| {
-                    if view == View::Thread(post.thread_id) {
-                        Some(&to_thread)
-                    } else if view == View::List {
-                        Some(&to_list)
-                    } else {
-                        None
-                    }
-                });
+                self.topics.publish_prepared(&Topic::List, &to_list);
             }
         }
-        drop(inner);
-        self.kick(slow);
     }
 
-    /// Disconnects connections whose queue overflowed.
-    fn kick(&self, slow: Vec<ClientId>) {
-        if slow.is_empty() {
-            return;
-        }
-        let mut inner = self.lock();
-        let mut more = Vec::new();
-        for id in slow {
-            if let Some(c) = inner.clients.remove(&id) {
-                tracing::warn!(client = id, "client too slow, disconnecting (close 1008)");
-                c.stop.close(TOO_SLOW.0, TOO_SLOW.1);
-                if let View::Thread(t) = c.view {
-                    inner.presence_changed(t, -1, &mut more);
-                }
-            }
-        }
-        drop(inner);
-        // Presence updates can overflow more queues; each round removes clients, so
-        // this ends.
-        if !more.is_empty() {
-            self.kick(more);
+    /// Sends threads' total viewer counts to the connections that show them.
+    fn announce(&self, counts: Vec<(i64, usize)>) {
+        for (thread_id, online) in counts {
+            let msg = prepare(&ServerMsg::Presence { thread_id, online });
+            self.topics.publish_prepared(&Topic::List, &msg);
+            self.topics
+                .publish_prepared(&Topic::Thread(thread_id), &msg);
         }
     }
 }
@@ -324,25 +296,8 @@ impl Inner {
         local.saturating_add(remote)
     }
 
-    /// Queues a message on every connection `pick` chooses; collects the ones whose
-    /// queue is full.
-    fn send_where<'m>(
-        &self,
-        slow: &mut Vec<ClientId>,
-        pick: impl Fn(View) -> Option<&'m PreparedMessage>,
-    ) {
-        for (id, c) in &self.clients {
-            let Some(msg) = pick(c.view) else { continue };
-            match c.queue.try_send(msg.clone()) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => slow.push(*id),
-                // The writer is gone; the reader unregisters shortly.
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
-            }
-        }
-    }
-
-    fn presence_changed(&mut self, thread_id: i64, delta: isize, slow: &mut Vec<ClientId>) {
+    /// Counts a viewer more or less; returns the thread's new total to announce.
+    fn presence_changed(&mut self, thread_id: i64, delta: isize) -> (i64, usize) {
         let n = self.viewers.entry(thread_id).or_insert(0);
         *n = n.saturating_add_signed(delta);
         let local = *n;
@@ -352,80 +307,185 @@ impl Inner {
         if let Some(tx) = &self.on_presence {
             let _ = tx.try_send((thread_id, local));
         }
-        self.announce_presence(thread_id, slow);
+        (thread_id, self.total(thread_id))
+    }
+}
+
+/// A server connection over an in-memory pipe, for the board's unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+    use tokio::io::DuplexStream;
+    use tokio::task::JoinHandle;
+    use yamabiko::{Conn, Role, WriteHalf};
+
+    /// A registered connection with its reader running, and the page's end.
+    pub(crate) struct TestClient {
+        pub(crate) id: ClientId,
+        pub(crate) write: WriteHalf<DuplexStream>,
+        pub(crate) page: Conn<DuplexStream>,
+        pub(crate) reader: JoinHandle<yamabiko::Error>,
+        _own: Subscription<Topic>,
+        view: Option<Subscription<Topic>>,
     }
 
-    /// Sends a thread's total viewer count to the connections that show it.
-    fn announce_presence(&self, thread_id: i64, slow: &mut Vec<ClientId>) {
-        let online = self.total(thread_id);
-        let msg = prepare(&ServerMsg::Presence { thread_id, online });
-        self.send_where(slow, |view| {
-            (view == View::List || view == View::Thread(thread_id)).then_some(&msg)
+    /// Registers connection `id`; the pipe holds `buffer` bytes each way.
+    pub(crate) fn client(hub: &Hub, id: ClientId, buffer: usize) -> TestClient {
+        let (server_io, page_io) = tokio::io::duplex(buffer);
+        let config = yamabiko::Config::default();
+        let server = Conn::from_raw(server_io, Role::Server, &config, Default::default());
+        let page = Conn::from_raw(page_io, Role::Client, &config, Default::default());
+        let (mut read, write) = server.split();
+        let own = hub.register(id, &write);
+        let reader = tokio::spawn(async move {
+            loop {
+                if let Err(e) = read.read_message().await {
+                    return e;
+                }
+            }
         });
+        TestClient {
+            id,
+            write,
+            page,
+            reader,
+            _own: own,
+            view: None,
+        }
+    }
+
+    impl TestClient {
+        /// Moves to another view, as the connection's task does.
+        pub(crate) fn view(&mut self, hub: &Hub, view: View) {
+            if let Some(subscription) = hub.set_view(self.id, view, &self.write) {
+                self.view = subscription;
+            }
+        }
+
+        /// The messages that arrive within a short while.
+        pub(crate) async fn messages(&mut self) -> Vec<serde_json::Value> {
+            let mut out = Vec::new();
+            let wait = std::time::Duration::from_millis(100);
+            while let Ok(Ok(m)) = tokio::time::timeout(wait, self.page.read_message()).await {
+                out.push(serde_json::from_slice(m.as_bytes()).expect("JSON"));
+            }
+            out
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::testing::client;
     use super::*;
 
-    fn client(hub: &Hub, id: ClientId, cap: usize) -> (mpsc::Receiver<PreparedMessage>, Arc<Stop>) {
-        let (tx, rx) = mpsc::channel(cap);
-        let stop = Arc::new(Stop::new(&CancellationToken::new()));
-        hub.register(id, tx, stop.clone());
-        (rx, stop)
+    fn post(id: i64, thread_id: i64, body: &str) -> BoardEvent {
+        BoardEvent::Posted {
+            post: PostView {
+                id,
+                thread_id,
+                no: id,
+                name: "n".into(),
+                body: body.into(),
+                created_at: 0,
+            },
+            thread: ThreadView {
+                id: thread_id,
+                title: "t".into(),
+                post_count: id,
+                last_post_id: id,
+                last_post_at: 0,
+                created_at: 0,
+                online: 0,
+            },
+        }
     }
 
-    fn text(m: &PreparedMessage) -> String {
-        String::from_utf8_lossy(m.message().as_bytes()).into_owned()
+    fn types(msgs: &[serde_json::Value]) -> Vec<&str> {
+        msgs.iter().filter_map(|m| m["type"].as_str()).collect()
     }
 
-    #[test]
-    fn presence_and_slow_clients() {
-        let hub = Hub::new();
-        let (mut list_rx, _) = client(&hub, 1, 16);
-        let (mut a_rx, _) = client(&hub, 2, 16);
-        let (_b_rx, b_stop) = client(&hub, 3, 1);
-        hub.set_view(1, View::List);
-        hub.set_view(2, View::Thread(7));
+    #[tokio::test]
+    async fn presence_and_delivery_by_view() {
+        let hub = Hub::new(Duration::from_secs(1));
+        let mut list = client(&hub, 1, 1 << 16);
+        let mut a = client(&hub, 2, 1 << 16);
+        let mut b = client(&hub, 3, 1 << 16);
+        list.view(&hub, View::List);
+        a.view(&hub, View::Thread(7));
         assert_eq!(hub.online(7), 1);
-        assert!(text(&list_rx.try_recv().unwrap()).contains(r#""online":1"#));
-        hub.set_view(3, View::Thread(7)); // b's queue: its own presence message
+        let seen = list.messages().await;
+        assert_eq!(seen[0]["type"], "presence");
+        assert_eq!(seen[0]["online"], 1);
+        b.view(&hub, View::Thread(7));
         assert_eq!(hub.online(7), 2);
-        let post = PostView {
-            id: 1,
-            thread_id: 7,
-            no: 1,
-            name: "n".into(),
-            body: "b".into(),
-            created_at: 0,
-        };
-        let thread = ThreadView {
-            id: 7,
-            title: "t".into(),
-            post_count: 1,
-            last_post_id: 1,
-            last_post_at: 0,
-            created_at: 0,
-            online: 0,
-        };
-        hub.deliver(&BoardEvent::Posted { post, thread });
-        // b could not take the post: kicked with 1008, presence drops back to 1.
-        assert!(b_stop.is_stopped());
+        // b gets its own arrival.
+        assert_eq!(b.messages().await[0]["online"], 2);
+        hub.deliver(&post(1, 7, "hello"));
+        let at_a = a.messages().await;
+        assert_eq!(types(&at_a), ["presence", "presence", "post"]);
+        assert_eq!(at_a[2]["post"]["body"], "hello");
+        assert_eq!(types(&b.messages().await), ["post"]);
         assert_eq!(
-            b_stop.close_reason().unwrap().0,
-            CloseCode::POLICY_VIOLATION
+            types(&list.messages().await),
+            ["presence", "thread_updated"]
         );
+        // A thread nobody views here reaches only the list.
+        hub.deliver(&post(2, 8, "elsewhere"));
+        assert!(a.messages().await.is_empty());
+        assert_eq!(types(&list.messages().await), ["thread_updated"]);
+        // Replies go to one connection.
+        hub.send_to(
+            3,
+            &prepare(&ServerMsg::Presence {
+                thread_id: 0,
+                online: 0,
+            }),
+        );
+        assert_eq!(b.messages().await.len(), 1);
+        assert!(a.messages().await.is_empty());
+        // Leaving: the count drops and the others are told.
+        hub.unregister(3);
         assert_eq!(hub.online(7), 1);
-        let a_msgs: Vec<String> = std::iter::from_fn(|| a_rx.try_recv().ok())
-            .map(|m| text(&m))
-            .collect();
-        assert!(a_msgs.iter().any(|m| m.contains(r#""type":"post""#)));
-        let list_msgs: Vec<String> = std::iter::from_fn(|| list_rx.try_recv().ok())
-            .map(|m| text(&m))
-            .collect();
-        assert!(list_msgs.iter().any(|m| m.contains("thread_updated")));
-        hub.unregister(2);
-        assert_eq!(hub.online(7), 0);
+        assert_eq!(a.messages().await[0]["online"], 1);
+        assert_eq!(hub.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_client_that_stops_reading_is_closed_with_1008() {
+        let hub = Hub::new(Duration::from_millis(200));
+        let mut slow = client(&hub, 1, 4096);
+        let mut fine = client(&hub, 2, 1 << 20);
+        slow.view(&hub, View::Thread(7));
+        fine.view(&hub, View::Thread(7));
+        let body = "x".repeat(2000);
+        let reading = tokio::spawn(async move {
+            let mut posts = 0;
+            while let Ok(m) = fine.page.read_message().await {
+                if m.as_bytes().starts_with(br#"{"type":"post""#) {
+                    posts += 1;
+                    if posts == 2000 {
+                        break;
+                    }
+                }
+            }
+            posts
+        });
+        for i in 0..2000 {
+            hub.deliver(&post(i, 7, &body));
+            tokio::task::yield_now().await;
+        }
+        // The slow one's reader ends: it was closed as too slow, with 1008.
+        let ended = tokio::time::timeout(Duration::from_secs(10), &mut slow.reader)
+            .await
+            .expect("closed in time")
+            .expect("reader task");
+        match ended {
+            yamabiko::Error::TooSlow(f) => assert_eq!(f.code, CloseCode::POLICY_VIOLATION),
+            other => panic!("expected TooSlow, got {other}"),
+        }
+        // The other one got every post.
+        let posts = tokio::time::timeout(Duration::from_secs(10), reading).await;
+        assert_eq!(posts.expect("in time").expect("reader"), 2000);
     }
 }

@@ -11,9 +11,8 @@
 //! * [`hub`]: this server's connections and presence; [`order`]: in-order delivery of
 //!   each thread's posts into the hub;
 //! * [`broker`]: fan-out between servers over Redis, behind the [`hub::FanOut`] trait;
-//! * [`server`]: HTTP + WebSocket, the reader and writer task of each connection;
-//!   [`https`]: the same over TLS, with HTTP/2 (the page and its WebSocket on one
-//!   connection, RFC 8441);
+//! * [`server`]: HTTP + WebSocket, the task of each connection; [`https`]: the same
+//!   over TLS, with HTTP/2 (the page and its WebSocket on one connection, RFC 8441);
 //! * [`ratelimit`]: the per-connection post limit.
 
 pub mod broker;
@@ -62,7 +61,9 @@ pub struct ServeArgs {
     /// Drop a connection silent (no pong, no message) for this long.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     idle_timeout: Duration,
-    /// A write taking longer marks the client too slow (close 1008).
+    /// How long a ping or a close frame may take to go out, and how long a client
+    /// closed as too slow (over 1 MiB unsent: close 1008) gets to take what was
+    /// queued before it is dropped.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     write_timeout: Duration,
     /// Most connections (page loads and WebSockets) served at once; beyond it new
@@ -127,7 +128,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         };
         let shutdown = CancellationToken::new();
         tokio::spawn(signal_shutdown(shutdown.clone()));
-        let hub = Arc::new(hub::Hub::new());
+        let hub = Arc::new(hub::Hub::new(args.write_timeout));
         let ordered = Arc::new(order::Ordered::new(store.clone(), hub.clone()));
         let redis = match &args.redis {
             Some(url) => Some(broker::start(

@@ -165,11 +165,10 @@ impl Ordered {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::board::hub::{Stop, View};
+    use crate::board::hub::testing::{client, TestClient};
+    use crate::board::hub::View;
     use crate::board::sqlite::SqliteStore;
     use crate::board::store::NewPost;
-    use tokio::sync::mpsc;
-    use tokio_util::sync::CancellationToken;
 
     fn new_post(i: usize) -> NewPost {
         NewPost {
@@ -180,13 +179,12 @@ mod tests {
         }
     }
 
-    /// Ids of the posts queued for a connection.
-    fn received(rx: &mut mpsc::Receiver<yamabiko::PreparedMessage>) -> Vec<i64> {
-        std::iter::from_fn(|| rx.try_recv().ok())
-            .filter_map(|m| {
-                let v: serde_json::Value = serde_json::from_slice(m.message().as_bytes()).ok()?;
-                (v["type"] == "post").then(|| v["post"]["id"].as_i64())?
-            })
+    /// Ids of the posts that reached a connection.
+    async fn received(c: &mut TestClient) -> Vec<i64> {
+        c.messages()
+            .await
+            .into_iter()
+            .filter_map(|v| (v["type"] == "post").then(|| v["post"]["id"].as_i64())?)
             .collect()
     }
 
@@ -197,14 +195,13 @@ mod tests {
         let path = dir.join("order.db");
         let _ = std::fs::remove_file(&path);
         let store = Arc::new(SqliteStore::open(&path).unwrap());
-        let hub = Arc::new(Hub::new());
+        let hub = Arc::new(Hub::new(std::time::Duration::from_secs(1)));
         let ordered = Ordered::new(store.clone(), hub.clone());
 
         let first = store.create_thread("t".into(), new_post(0)).await.unwrap();
         let t = first.thread.id;
-        let (tx, mut rx) = mpsc::channel(64);
-        hub.register(1, tx, Arc::new(Stop::new(&CancellationToken::new())));
-        hub.set_view(1, View::Thread(t));
+        let mut page = client(&hub, 1, 1 << 16);
+        page.view(&hub, View::Thread(t));
         ordered.watching(&first.thread).await;
 
         let mut posts = Vec::new();
@@ -220,14 +217,14 @@ mod tests {
         ordered.deliver(p, th).await;
         let (p, th) = send(1);
         ordered.deliver(p, th).await;
-        assert_eq!(received(&mut rx), ids[..2]);
+        assert_eq!(received(&mut page).await, ids[..2]);
         // 3 and 4 never arrive; after a catch-up the page has them, then 5 once.
         ordered.catch_up().await;
         let (p, th) = send(4);
         ordered.deliver(p, th).await;
-        assert_eq!(received(&mut rx), ids[2..]);
+        assert_eq!(received(&mut page).await, ids[2..]);
         // A thread nobody views here is not tracked.
-        hub.set_view(1, View::List);
+        page.view(&hub, View::List);
         let (p, th) = send(3);
         ordered.deliver(p, th).await;
         assert!(ordered.marks.lock().await.is_empty());

@@ -2,14 +2,15 @@
 //!
 //! Each TCP connection's request head is read with [`Upgrader::read_request`]; `/ws`
 //! is upgraded, anything else gets an embedded asset (or 404) and the connection is
-//! closed. A WebSocket connection gets two tasks, as in gorilla's chat example:
-//!
-//! * the **reader** parses and validates each message, talks to storage and queues
-//!   replies; its read deadline is pushed out by every pong (and every message);
-//! * the **writer** drains the connection's bounded queue, batching what is ready into
-//!   one flush, and pings every [`Timing::ping_period`]. Writes have a deadline.
+//! closed. A WebSocket connection is one task: its reader parses and validates each
+//! message, talks to storage and sends replies through the [`Hub`] (to the
+//! connection's own topic); its read deadline is pushed out by every pong (and every
+//! message), and it pings every [`Timing::ping_period`]. What the hub queues on the
+//! connection — replies, posts, presence — the same reader writes out whenever it
+//! waits for input (see [`yamabiko::hub`]); a connection that falls
+//! [`super::hub::MAX_QUEUED_BYTES`] behind is closed with 1008.
 
-use super::hub::{prepare, BoardEvent, ClientId, FanOut, Hub, Stop, View, TOO_SLOW};
+use super::hub::{prepare, BoardEvent, ClientId, FanOut, Hub, Topic, View};
 use super::order::Ordered;
 use super::protocol::{
     parse_client, ClientMsg, ErrorCode, Limits, ProtocolFault, ServerMsg, MAX_BODY_CHARS,
@@ -23,12 +24,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-use yamabiko::{
-    CloseCode, Control, Error, Message, PreparedMessage, ReadHalf, Upgrader, WriteHalf,
-};
+use yamabiko::hub::Subscription;
+use yamabiko::{CloseCode, Control, Error, Message, ReadHalf, Upgrader, WriteHalf};
 
 /// Default of [`Timing::pong_wait`].
 pub const PONG_WAIT: Duration = Duration::from_secs(60);
@@ -44,7 +43,8 @@ pub struct Timing {
     pub ping_period: Duration,
     /// How long a peer may stay silent (no pong, no message) before it is dropped.
     pub pong_wait: Duration,
-    /// How long one write may take before the peer counts as too slow.
+    /// How long a ping or close frame may take to go out, and how long a peer closed
+    /// as too slow gets to take what was queued for it, before it is dropped.
     pub write_wait: Duration,
 }
 
@@ -57,8 +57,6 @@ impl Default for Timing {
         }
     }
 }
-/// Outbound messages a connection may have waiting.
-pub const QUEUE_LEN: usize = 256;
 /// Largest message a page may send (a 2,000-character body, escaped, fits easily).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Posts (and new threads) per connection per [`POST_WINDOW`].
@@ -301,10 +299,6 @@ pub(super) async fn run_client<S>(
         "HTTP/1.1 upgrade"
     };
     tracing::info!(online = board.hub.len() + 1, via, "connected");
-    let (tx, rx) = mpsc::channel::<PreparedMessage>(QUEUE_LEN);
-    let stop = Arc::new(Stop::new(&shutdown));
-    board.hub.register(id, tx.clone(), stop.clone());
-
     let timing = board.timing;
     let (mut read, write) = conn.split();
     read.set_read_limit(MAX_MESSAGE_BYTES);
@@ -313,13 +307,13 @@ pub(super) async fn run_client<S>(
         ctx.set_read_deadline(Some(Instant::now() + timing.pong_wait));
         Ok(())
     });
-    let writer = tokio::spawn(write_pump(write, rx, stop.clone(), timing).in_current_span());
-
+    let own = board.hub.register(id, &write);
     let mut client = ClientState {
         board: board.clone(),
         id,
-        queue: tx,
-        stop: stop.clone(),
+        write,
+        view: None,
+        _own: own,
         posts: SlidingWindow::new(POSTS_PER_WINDOW, POST_WINDOW),
         messages: SlidingWindow::new(MESSAGES_PER_WINDOW, POST_WINDOW),
     };
@@ -333,34 +327,60 @@ pub(super) async fn run_client<S>(
             per_seconds: POST_WINDOW.as_secs(),
         },
     });
-    read_pump(&mut read, &mut client).await;
-
+    let close = read_pump(&mut read, &mut client, &shutdown).await;
     board.hub.unregister(id);
-    if !stop.is_stopped() {
-        stop.drop_now();
+    if let Some((code, reason)) = close {
+        let deadline = Instant::now() + timing.write_wait.min(Duration::from_secs(1));
+        match client
+            .write
+            .write_control(Control::close(code, reason), Some(deadline))
+            .await
+        {
+            Ok(()) | Err(Error::CloseSent) => {}
+            Err(e) => tracing::debug!(error = %e, "close frame not sent"),
+        }
     }
-    let _ = writer.await;
+    drop(client);
     tracing::info!(online = board.hub.len(), "disconnected");
 }
 
-/// Reads until the connection ends or is stopped.
-async fn read_pump<S>(read: &mut ReadHalf<S>, client: &mut ClientState)
+/// Reads (and pings) until the connection ends; returns the close frame to send, if
+/// one is to be sent.
+async fn read_pump<S>(
+    read: &mut ReadHalf<S>,
+    client: &mut ClientState<S>,
+    shutdown: &CancellationToken,
+) -> Option<(CloseCode, &'static str)>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let pong_wait = client.board.timing.pong_wait;
+    let timing = client.board.timing;
+    let period = timing.ping_period;
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let result = tokio::select! {
-            _ = client.stop.stopped() => return,
+            _ = shutdown.cancelled() => {
+                return Some((CloseCode::GOING_AWAY, "server shutting down"));
+            }
+            _ = ping.tick() => {
+                let deadline = Instant::now() + timing.write_wait;
+                let ping = Control::ping(&b"board"[..]);
+                if let Err(e) = client.write.write_control(ping, Some(deadline)).await {
+                    tracing::debug!(error = %e, "ping failed");
+                    return None;
+                }
+                continue;
+            }
             r = read.read_message() => r,
         };
         match result {
             Ok(Message::Text(text)) => {
-                read.set_read_deadline(Some(Instant::now() + pong_wait));
+                read.set_read_deadline(Some(Instant::now() + timing.pong_wait));
                 client.handle(text.as_str()).await;
             }
             Ok(Message::Binary(_)) => {
-                read.set_read_deadline(Some(Instant::now() + pong_wait));
+                read.set_read_deadline(Some(Instant::now() + timing.pong_wait));
                 client.fault(ProtocolFault::new(
                     ErrorCode::BadMessage,
                     "binary messages are not part of the protocol: send JSON text",
@@ -368,7 +388,11 @@ where
             }
             Err(Error::Timeout) => {
                 tracing::info!("no pong within the read deadline, dropping");
-                return;
+                return None;
+            }
+            Err(Error::TooSlow(_)) => {
+                tracing::warn!("client too slow, disconnecting (close 1008)");
+                return None;
             }
             Err(e) => {
                 if yamabiko::is_unexpected_close_error(
@@ -383,95 +407,22 @@ where
                 } else {
                     tracing::debug!(error = %e, "connection closed");
                 }
-                return;
+                return None;
             }
-        }
-        if client.stop.is_stopped() {
-            return;
         }
     }
 }
 
-/// Drains the queue into the connection, pings, and sends the close frame at the end.
-async fn write_pump<S>(
-    mut write: WriteHalf<S>,
-    mut rx: mpsc::Receiver<PreparedMessage>,
-    stop: Arc<Stop>,
-    timing: Timing,
-) where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let period = timing.ping_period;
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            biased;
-            _ = stop.stopped() => break,
-            msg = rx.recv() => {
-                let Some(msg) = msg else { break };
-                write.set_write_deadline(Some(Instant::now() + timing.write_wait));
-                let mut queued = write.queue_prepared(&msg);
-                // Batch whatever else is ready into the same flush.
-                for _ in 0..64 {
-                    if queued.is_err() {
-                        break;
-                    }
-                    match rx.try_recv() {
-                        Ok(more) => queued = write.queue_prepared(&more),
-                        Err(_) => break,
-                    }
-                }
-                let result = match queued {
-                    Ok(()) => tokio::select! {
-                        _ = stop.stopped() => break,
-                        r = write.flush() => r,
-                    },
-                    Err(e) => Err(e),
-                };
-                match result {
-                    Ok(()) => {}
-                    Err(Error::Timeout) => {
-                        tracing::warn!("write deadline passed, client too slow (close 1008)");
-                        stop.close(TOO_SLOW.0, TOO_SLOW.1);
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "write failed");
-                        stop.drop_now();
-                        return;
-                    }
-                }
-            }
-            _ = ping.tick() => {
-                let deadline = Instant::now() + timing.write_wait;
-                if let Err(e) = write.write_control(Control::ping(&b"board"[..]), Some(deadline)).await {
-                    tracing::debug!(error = %e, "ping failed");
-                    stop.drop_now();
-                    return;
-                }
-            }
-        }
-    }
-    if let Some((code, reason)) = stop.close_reason() {
-        let deadline = Instant::now() + Duration::from_secs(1);
-        match write
-            .write_control(Control::close(code, reason), Some(deadline))
-            .await
-        {
-            Ok(()) | Err(Error::CloseSent) => {}
-            Err(e) => tracing::debug!(error = %e, "close frame not sent"),
-        }
-    }
-    stop.drop_now();
-}
-
-/// The reader's state: the connection's queue and its rate limits.
-struct ClientState {
+/// The connection's state between reads: its write half (to subscribe and to send
+/// control frames), its subscriptions and its rate limits.
+struct ClientState<S> {
     board: Arc<Board>,
     id: ClientId,
-    queue: mpsc::Sender<PreparedMessage>,
-    stop: Arc<Stop>,
+    write: WriteHalf<S>,
+    /// The subscription to what the connection views.
+    view: Option<Subscription<Topic>>,
+    /// The subscription to the connection's own topic (replies).
+    _own: Subscription<Topic>,
     posts: SlidingWindow,
     messages: SlidingWindow,
 }
@@ -483,20 +434,21 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-impl ClientState {
-    /// Queues a reply; a full queue disconnects the client.
+impl<S> ClientState<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    /// Queues a reply (in order with what the hub queues on this connection); a
+    /// connection too far behind is closed (1008).
     fn reply(&self, msg: &ServerMsg) {
-        self.send(prepare(msg));
+        self.board.hub.send_to(self.id, &prepare(msg));
     }
 
-    fn send(&self, msg: PreparedMessage) {
-        match self.queue.try_send(msg) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!("client too slow, disconnecting (close 1008)");
-                self.stop.close(TOO_SLOW.0, TOO_SLOW.1);
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => self.stop.drop_now(),
+    /// Views something else: subscribes to it (before the caller reads storage, so
+    /// that nothing committed in between is missed) and leaves the old view.
+    fn watch(&mut self, view: View) {
+        if let Some(subscription) = self.board.hub.set_view(self.id, view, &self.write) {
+            self.view = subscription;
         }
     }
 
@@ -574,7 +526,7 @@ impl ClientState {
     async fn list_threads(&mut self) {
         // Watch first, then read: a post committed in between arrives twice at worst
         // (the page keeps the newest summary), never not at all.
-        self.board.hub.set_view(self.id, View::List);
+        self.watch(View::List);
         match self.board.store.list_threads(THREAD_LIST_LEN).await {
             Ok(mut threads) => {
                 self.board.hub.fill_online(&mut threads);
@@ -588,7 +540,7 @@ impl ClientState {
         let before = match self.board.store.thread(thread_id).await {
             Ok(Some(t)) => t,
             Ok(None) => {
-                self.board.hub.set_view(self.id, View::Nothing);
+                self.watch(View::Nothing);
                 return self.store_fault(StoreError::ThreadNotFound(thread_id), None);
             }
             Err(e) => return self.store_fault(e, None),
@@ -596,7 +548,7 @@ impl ClientState {
         // Watch first, then read (the page drops posts it already has, by id). Live
         // posts count from a point no later than the page: every post after it is
         // either in the page or delivered (in order) afterwards.
-        self.board.hub.set_view(self.id, View::Thread(thread_id));
+        self.watch(View::Thread(thread_id));
         self.board.ordered.watching(&before).await;
         let store = &self.board.store;
         let page = match after {

@@ -1,7 +1,6 @@
 //! The transport of a dialled connection: plain TCP for `ws://`, TLS over TCP for
 //! `wss://`, or a stream of an HTTP/2 connection (feature `http2`).
 
-use crate::conn::Conn;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -11,8 +10,9 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 /// A TCP stream, with or without TLS, or an HTTP/2 stream: what
-/// [`Dialer::dial`](super::Dialer::dial) connects over. It reads and writes like the
-/// stream inside it.
+/// [`Dialer::dial`](super::Dialer::dial) connects over (tokio). It reads and writes
+/// like the stream inside it. The blocking dialer's counterpart is
+/// [`blocking::BlockingStream`](crate::blocking::BlockingStream).
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum MaybeTlsStream {
@@ -156,18 +156,5 @@ impl AsyncWrite for MaybeTlsStream {
             #[cfg(feature = "http2")]
             MaybeTlsStream::Http2(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
-    }
-}
-
-impl Conn<MaybeTlsStream> {
-    /// The local address of the TCP connection.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.with_stream(|s| s.local_addr())
-    }
-
-    /// The remote address of the TCP connection (the proxy's, when dialled through
-    /// one).
-    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.with_stream(|s| s.peer_addr())
     }
 }

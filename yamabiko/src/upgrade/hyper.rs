@@ -88,6 +88,7 @@ impl Upgrader {
     /// answer with [`error_response`]); a request hyper cannot upgrade (a server
     /// without `.with_upgrades()`, HTTP/2 without the `http2` feature) gives
     /// [`Error::InvalidInput`].
+    #[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
     pub fn upgrade_hyper<B, Bd: Default>(
         &self,
         req: &mut http::Request<B>,

@@ -302,7 +302,7 @@ mod tests {
         assert_eq!(r.headers()[header::ALLOW], "CONNECT");
         let r = build_error_response(&HandshakeError::OriginRejected);
         assert_eq!(r.status(), 403);
-        assert_eq!(r.body(), "websocket: request origin not allowed\n");
+        assert_eq!(r.body(), "request origin not allowed\n");
         let r = build_error_response(&HandshakeError::NoProtocolWebsocket);
         assert_eq!(r.status(), 400);
     }
