@@ -210,8 +210,13 @@ async fn echo_tls(
     };
     match accepted {
         Ok(Ok(stream)) if stream.get_ref().1.alpn_protocol() == Some(b"h2") => {
-            crate::echo_http2::serve(stream, upgrader, peer, idle, broadcast, shutdown, permit)
-                .await
+            let Some(transport) = transport(stream.get_ref().0, peer, true) else {
+                return;
+            };
+            crate::echo_http2::serve(
+                stream, upgrader, transport, idle, broadcast, shutdown, permit,
+            )
+            .await
         }
         Ok(Ok(stream)) => echo(upgrader, stream, peer, idle, broadcast, shutdown, permit).await,
         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
@@ -236,10 +241,29 @@ async fn echo_h2c(
     };
     match h2 {
         Some(true) => {
-            crate::echo_http2::serve(tcp, upgrader, peer, idle, broadcast, shutdown, permit).await
+            let Some(transport) = transport(&tcp, peer, false) else {
+                return;
+            };
+            crate::echo_http2::serve(tcp, upgrader, transport, idle, broadcast, shutdown, permit)
+                .await
         }
         Some(false) => echo(upgrader, tcp, peer, idle, broadcast, shutdown, permit).await,
         None => {}
+    }
+}
+
+/// Where an HTTP/2 connection runs; `None` (and a log line) if the socket is gone.
+fn transport(
+    tcp: &tokio::net::TcpStream,
+    peer: SocketAddr,
+    tls: bool,
+) -> Option<crate::http2_server::Transport> {
+    match tcp.local_addr() {
+        Ok(local) => Some(crate::http2_server::Transport { local, peer, tls }),
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "no local address");
+            None
+        }
     }
 }
 

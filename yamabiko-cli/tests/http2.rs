@@ -221,3 +221,93 @@ async fn the_board_over_https_serves_its_websocket_inside_http2() {
     conn.close_with(CloseCode::NORMAL, "", WAIT).await.unwrap();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Twenty bytes that say which WebSocket sent it and its place in the sequence.
+fn tiny(stream: usize, i: usize) -> String {
+    format!("s{stream:02}-m{i:06}-tiny....")
+}
+
+/// Clients that send floods of tiny messages and stop reading the echoes make the
+/// server's WebSockets stop reading too (their echoes wait for credit). Each one
+/// must stall only itself: the HTTP/2 connection they share lives, another
+/// WebSocket on it keeps echoing, the writers stop at the flow-control windows
+/// (what the server holds is bounded), and once the clients read, every echo
+/// arrives in order. (hyper's HTTP/2 server ended the whole connection here with
+/// GOAWAY ENHANCE_YOUR_CALM: some 40,000 tiny frames waited in h2's queues.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_over_h2c_survives_websockets_whose_clients_stop_reading() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    const FLOODED: usize = 8;
+    // More than the windows and send buffers on the way hold (about 22,000 per
+    // WebSocket), so every writer has to stop.
+    const PER: usize = 30_000;
+    let (_h2c, addr) =
+        common::spawn_logging_addr(&["echo", "--listen", "127.0.0.1:0", "--h2c"], WAIT).await;
+    let dialer = Dialer::new().http_version(HttpVersion::Http2);
+    let url = format!("ws://{addr}/");
+    let sent: Arc<Vec<AtomicUsize>> = Arc::new((0..FLOODED).map(|_| AtomicUsize::new(0)).collect());
+    let mut readers = Vec::new();
+    let mut writers = tokio::task::JoinSet::new();
+    for s in 0..FLOODED {
+        let (conn, _) = dialer.dial(&url).await.unwrap();
+        assert!(is_http2(&conn));
+        let (read, mut write) = conn.split();
+        readers.push(read);
+        let sent = sent.clone();
+        writers.spawn(async move {
+            for i in 0..PER {
+                write.write_text(tiny(s, i)).await?;
+                sent[s].fetch_add(1, Ordering::SeqCst);
+            }
+            Ok::<_, yamabiko::Error>(write)
+        });
+    }
+    let (mut other, _) = dialer.dial(&url).await.unwrap();
+    assert!(is_http2(&other));
+
+    // Wait (bounded) until the writers make no more progress.
+    let total = || sent.iter().map(|n| n.load(Ordering::SeqCst)).sum::<usize>();
+    let mut last = usize::MAX;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = total();
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    let stuck = total();
+    assert_eq!(last, stuck, "the writers never stopped");
+    for (s, n) in sent.iter().enumerate() {
+        let n = n.load(Ordering::SeqCst);
+        assert!(n > 5_000 && n < PER, "WebSocket {s} sent {n} of {PER}");
+    }
+    for round in 0..20 {
+        echo_round(&mut other, &format!("other {round}")).await;
+    }
+
+    // Reading now brings every echo, in order, and frees the writers.
+    let mut reading = tokio::task::JoinSet::new();
+    for (s, mut read) in readers.into_iter().enumerate() {
+        reading.spawn(async move {
+            for i in 0..PER {
+                let msg = read.read_message().await.unwrap();
+                assert_eq!(msg, Message::text(tiny(s, i)), "WebSocket {s}");
+            }
+            read
+        });
+    }
+    let drained = tokio::time::timeout(Duration::from_secs(120), async {
+        while let Some(r) = reading.join_next().await {
+            r.unwrap();
+        }
+        while let Some(w) = writers.join_next().await {
+            w.unwrap().unwrap();
+        }
+    })
+    .await;
+    assert!(drained.is_ok(), "the echoes did not all arrive");
+    echo_round(&mut other, "the end").await;
+    other.close_with(CloseCode::NORMAL, "", WAIT).await.unwrap();
+}

@@ -8,7 +8,7 @@
 //! the HTTP/2 ones.
 
 use super::server::{asset, handle_tcp, run_client, Board, ASSET_HEADERS};
-use crate::http2_server::{self, Body};
+use crate::http2_server::{self, Transport};
 use crate::limits::ConnPermit;
 use bytes::Bytes;
 use std::net::SocketAddr;
@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-use yamabiko::upgrade::hyper::error_response;
+use yamabiko::http2::IncomingRequest;
 use yamabiko::Upgrader;
 
 /// How long a client may take over the TLS handshake.
@@ -56,35 +56,49 @@ pub async fn handle_tls(
         handle_tcp(board, upgrader, tls, peer, shutdown).await;
         return;
     }
+    let local = match tls.get_ref().0.local_addr() {
+        Ok(local) => local,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "no local address");
+            return;
+        }
+    };
     tracing::debug!(%peer, "HTTP/2 connection");
     let stop = shutdown.clone();
-    http2_server::serve(tls, peer, shutdown, SHUTDOWN_GRACE, move |req| {
-        respond(req, board.clone(), upgrader.clone(), peer, stop.clone())
+    let transport = Transport {
+        local,
+        peer,
+        tls: true,
+    };
+    http2_server::serve(tls, transport, shutdown, SHUTDOWN_GRACE, move |request| {
+        respond(request, &board, &upgrader, peer, &stop)
     })
     .await;
 }
 
-/// One HTTP/2 request: `/ws` is the WebSocket, anything else an asset.
-async fn respond(
-    mut req: hyper::Request<hyper::body::Incoming>,
-    board: Arc<Board>,
-    upgrader: Upgrader,
+/// One HTTP/2 request: `/ws` is the WebSocket, anything else an asset. Answers at
+/// once; a WebSocket runs in a task of its own.
+fn respond(
+    request: IncomingRequest,
+    board: &Arc<Board>,
+    upgrader: &Upgrader,
     peer: SocketAddr,
-    shutdown: CancellationToken,
-) -> hyper::Response<Body> {
-    if req.uri().path() != "/ws" {
-        let (status, content_type, body) = asset(req.method(), req.uri().path());
+    shutdown: &CancellationToken,
+) {
+    let head = request.head();
+    if head.uri().path() != "/ws" {
+        let (status, content_type, body) = asset(head.method(), head.uri().path());
         let code = status
             .split(' ')
             .next()
             .and_then(|c| c.parse().ok())
             .unwrap_or(500);
-        let body = if req.method() == http::Method::HEAD {
+        let body = if head.method() == http::Method::HEAD {
             Bytes::new()
         } else {
             Bytes::from_static(body)
         };
-        let mut b = hyper::Response::builder()
+        let mut b = http::Response::builder()
             .status(code)
             .header(http::header::CONTENT_TYPE, content_type);
         for (name, value) in ASSET_HEADERS {
@@ -93,35 +107,29 @@ async fn respond(
         if code == 405 {
             b = b.header(http::header::ALLOW, "GET, HEAD");
         }
-        tracing::debug!(path = %req.uri().path(), status, "http/2");
-        return b.body(Body::new(body)).unwrap_or_else(|_| {
-            let mut r = hyper::Response::new(Body::new(Bytes::new()));
+        tracing::debug!(path = %head.uri().path(), status, "http/2");
+        let response = b.body(body).unwrap_or_else(|_| {
+            let mut r = http::Response::new(Bytes::new());
             *r.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
             r
         });
+        if let Err(e) = request.respond(response) {
+            tracing::debug!(%peer, error = %e, "response not sent");
+        }
+        return;
     }
-    let version = req.version();
-    match upgrader.upgrade_hyper::<_, Body>(&mut req) {
-        Ok((response, upgrading)) => {
+    match request.upgrade(upgrader) {
+        Ok(conn) => {
+            let board = board.clone();
+            let shutdown = shutdown.clone();
             tokio::spawn(async move {
-                let conn = match upgrading.await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::debug!(%peer, error = %e, "upgrade failed");
-                        return;
-                    }
-                };
                 let id = board.next_client();
                 let span = tracing::info_span!("client", id, %peer);
-                run_client(board, conn, id, shutdown, version)
+                run_client(board, conn, id, shutdown, http::Version::HTTP_2)
                     .instrument(span)
                     .await;
             });
-            response
         }
-        Err(e) => {
-            tracing::info!(%peer, error = %e, "websocket handshake refused");
-            error_response::<String>(&e).map(|body| Body::new(Bytes::from(body)))
-        }
+        Err(e) => tracing::info!(%peer, error = %e, "websocket handshake refused"),
     }
 }

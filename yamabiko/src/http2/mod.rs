@@ -11,6 +11,15 @@
 //!
 //! # Server
 //!
+//! [`ServerConnection`] serves one HTTP/2 connection on the h2 crate: it accepts
+//! requests, [`upgrade`](IncomingRequest::upgrade)s extended CONNECTs to a
+//! [`Conn`](crate::Conn) over an [`H2Stream`] and answers the rest with a response.
+//! It is the entrance to use when one connection carries many WebSockets from a
+//! client you do not control: each stream's received DATA leaves h2's queues at once
+//! and waits in the `H2Stream`, within the stream's window, so a WebSocket whose
+//! application stops reading stalls only itself. `yamabiko serve` and `yamabiko
+//! echo` use it for HTTP/2.
+//!
 //! Through hyper 1 and axum 0.8 (features `hyper`, `axum`):
 //! [`Upgrader::upgrade_hyper`](crate::Upgrader::upgrade_hyper) and the axum
 //! [`WebSocketUpgrade`](crate::upgrade::axum::WebSocketUpgrade) extractor take an
@@ -23,6 +32,13 @@
 //! [`Upgrader::negotiate_extended_connect`](crate::Upgrader::negotiate_extended_connect)
 //! applies an upgrader's policy (origin, subprotocols, compression) to a request, for
 //! other HTTP/2 servers.
+//!
+//! hyper's HTTP/2 server leaves a stream's DATA frames in h2's queues until the
+//! application reads the upgraded stream, and h2 ends the *whole connection* (GOAWAY
+//! ENHANCE_YOUR_CALM) when too many small frames wait there — about 36,000 frames of
+//! a few bytes with the default windows. So behind hyper or axum, one WebSocket whose
+//! application stops reading while its client sends many tiny messages ends every
+//! other WebSocket on its connection; use [`ServerConnection`] where that matters.
 //!
 //! A refused request (wrong `:protocol` → 400, no `sec-websocket-version: 13` → 426,
 //! refused origin → 403, not CONNECT → 405) gets its status on its own stream; the
@@ -73,10 +89,24 @@
 //! RFC 8441's), so the work left is an HTTP/3 stream adapter once `h3` releases.
 
 mod preface;
+mod server;
 pub(crate) mod session;
 mod settings;
 mod stream;
 
+pub use server::{IncomingRequest, ServerConnection};
 pub use settings::Http2Settings;
 pub(crate) use stream::ConnectionInfo;
 pub use stream::H2Stream;
+
+/// An error of the h2 crate as ours: the transport's I/O error when there is one.
+pub(crate) fn h2_error(e: h2::Error) -> crate::Error {
+    use std::io;
+    if e.is_io() {
+        if let Some(io) = e.into_io() {
+            return crate::Error::Io(io);
+        }
+        return crate::Error::Io(io::Error::other("HTTP/2 connection failed"));
+    }
+    crate::Error::Io(io::Error::new(io::ErrorKind::ConnectionAborted, e))
+}

@@ -53,16 +53,6 @@ impl Drop for StreamTicket {
     }
 }
 
-fn h2_error(e: h2::Error) -> Error {
-    if e.is_io() {
-        if let Some(io) = e.into_io() {
-            return Error::Io(io);
-        }
-        return Error::Io(io::Error::other("HTTP/2 connection failed"));
-    }
-    Error::Io(io::Error::new(io::ErrorKind::ConnectionAborted, e))
-}
-
 impl Session {
     /// Runs the HTTP/2 handshake over `io` and waits for the server's first SETTINGS.
     /// Returns the session and whether those SETTINGS enable extended CONNECT; the
@@ -81,7 +71,7 @@ impl Session {
             .client_builder()
             .handshake::<_, Bytes>(io)
             .await
-            .map_err(h2_error)?;
+            .map_err(super::h2_error)?;
         let mut connection = Box::pin(connection);
         // Drive the connection here until the first SETTINGS frame has been read and
         // applied: h2 applies a peer's SETTINGS as it queues the ACK, within the poll
@@ -94,7 +84,7 @@ impl Session {
                         io::ErrorKind::UnexpectedEof,
                         "the server closed the HTTP/2 connection before its SETTINGS",
                     )),
-                    Err(e) => h2_error(e),
+                    Err(e) => super::h2_error(e),
                 }));
             }
             match seen.extended_connect() {
@@ -160,7 +150,7 @@ impl Session {
         let mut send_request = send_request
             .ready()
             .await
-            .map_err(|e| OpenError::NotSent(h2_error(e)))?;
+            .map_err(|e| OpenError::NotSent(super::h2_error(e)))?;
         let mut request = request;
         request
             .extensions_mut()
@@ -169,11 +159,13 @@ impl Session {
             ));
         let (response, send) = send_request
             .send_request(request, false)
-            .map_err(|e| OpenError::NotSent(h2_error(e)))?;
+            .map_err(|e| OpenError::NotSent(super::h2_error(e)))?;
         // Counted from here: the stream is open on the connection.
         self.streams.fetch_add(1, Ordering::AcqRel);
         let ticket = StreamTicket(self.clone());
-        let response = response.await.map_err(|e| OpenError::Failed(h2_error(e)))?;
+        let response = response
+            .await
+            .map_err(|e| OpenError::Failed(super::h2_error(e)))?;
         let (parts, mut body) = response.into_parts();
         let head = http::Response::from_parts(parts, ());
         if head.status().is_success() {

@@ -28,11 +28,13 @@
 /// bytes) may wait unread in its queues, at about `connection_window` / 2 / 230 —
 /// some 36,000 with the defaults — and ends the connection beyond that (GOAWAY
 /// ENHANCE_YOUR_CALM): a defence against peers that send floods of tiny frames. The
-/// client's [`H2Stream`](super::H2Stream)s take frames out of those queues as they
-/// arrive, so a slow reader there costs only its window. hyper's server streams leave
-/// them queued until the application reads, so a server whose WebSockets stop
-/// reading while peers send many tiny messages (some 5,000 per stalled stream with
-/// 128 KiB windows) can reach that bound; keep a reader running, as always.
+/// [`H2Stream`](super::H2Stream)s of the client and of
+/// [`ServerConnection`](super::ServerConnection) take frames out of those queues as
+/// they arrive, so a slow reader there costs only its window. hyper's server streams
+/// leave them queued until the application reads, so a hyper or axum server whose
+/// WebSockets stop reading while peers send many tiny messages (some 5,000 per
+/// stalled stream with 128 KiB windows) can reach that bound and lose every
+/// WebSocket of the connection; `ServerConnection` cannot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Http2Settings {
     /// Initial flow-control window of every stream, in bytes: what a peer may send one
@@ -111,6 +113,24 @@ impl Http2Settings {
             .max_concurrent_streams(self.max_concurrent_streams)
             .max_frame_size(self.frame_size())
             .max_send_buf_size(self.max_send_buffer)
+    }
+
+    /// A server builder of the h2 crate with these windows and limits, extended
+    /// CONNECT on (RFC 8441 §3), and hyper's limits on header lists (16 KiB) and on
+    /// streams a client may make the server reset (1,024).
+    pub(crate) fn server_builder(&self) -> h2::server::Builder {
+        let (stream, connection) = self.clamped();
+        let mut builder = h2::server::Builder::new();
+        builder
+            .initial_window_size(stream)
+            .initial_connection_window_size(connection)
+            .max_concurrent_streams(self.max_concurrent_streams)
+            .max_send_buffer_size(self.max_send_buffer)
+            .max_frame_size(self.frame_size())
+            .max_header_list_size(16 * 1024)
+            .max_local_error_reset_streams(Some(1024))
+            .enable_connect_protocol();
+        builder
     }
 
     /// A client builder of the h2 crate with these windows.
