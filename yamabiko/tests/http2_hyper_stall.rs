@@ -48,6 +48,24 @@ enum Front {
     Hyper,
     /// The axum extractor on a route that takes any method.
     Axum,
+    /// The same route under `axum::serve`, with hyper's own HTTP/2 settings (the
+    /// `settings` passed are not used).
+    AxumServe,
+}
+
+/// The axum app of the tests: `/stall` and `/echo` through the extractor.
+fn axum_app(go: watch::Receiver<bool>, done: mpsc::UnboundedSender<Drained>) -> axum::Router {
+    let route = move |uri: http::Uri, ws: WebSocketUpgrade| {
+        let (go, done) = (go.clone(), done.clone());
+        async move {
+            assert!(ws.is_http2(), "an HTTP/2 CONNECT");
+            let path = uri.path().to_owned();
+            ws.on_upgrade(move |conn| handle(path, conn, go, done))
+        }
+    };
+    axum::Router::new()
+        .route("/stall", axum::routing::any(route.clone()))
+        .route("/echo", axum::routing::any(route))
 }
 
 /// What a stalled WebSocket's handler saw once it read.
@@ -103,6 +121,14 @@ async fn hyper_h2c_server(
     let addr = listener.local_addr().unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
     let count = accepted.clone();
+    if let Front::AxumServe = front {
+        use axum::serve::ListenerExt;
+        let listener = listener.tap_io(move |_| {
+            count.fetch_add(1, Ordering::SeqCst);
+        });
+        tokio::spawn(async move { axum::serve(listener, axum_app(go, done)).await });
+        return (addr, accepted);
+    }
     tokio::spawn(async move {
         for _ in 0..8 {
             let Ok((tcp, _)) = listener.accept().await else {
@@ -134,20 +160,10 @@ async fn hyper_h2c_server(
                     tokio::spawn(builder.serve_connection(TokioIo::new(tcp), service));
                 }
                 Front::Axum => {
-                    let route = move |uri: http::Uri, ws: WebSocketUpgrade| {
-                        let (go, done) = (go.clone(), done.clone());
-                        async move {
-                            assert!(ws.is_http2(), "an HTTP/2 CONNECT");
-                            let path = uri.path().to_owned();
-                            ws.on_upgrade(move |conn| handle(path, conn, go, done))
-                        }
-                    };
-                    let app = axum::Router::new()
-                        .route("/stall", axum::routing::any(route.clone()))
-                        .route("/echo", axum::routing::any(route));
-                    let service = TowerToHyperService::new(app);
+                    let service = TowerToHyperService::new(axum_app(go, done));
                     tokio::spawn(builder.serve_connection(TokioIo::new(tcp), service));
                 }
+                Front::AxumServe => unreachable!("served above"),
             }
         }
     });
@@ -333,6 +349,21 @@ async fn hyper_h2_eight_stalled_websockets_end_the_connection_with_default_setti
     bounded(async {
         let lived = flood(Front::Hyper, Http2Settings::default(), 8, 12_000, tiny).await;
         assert!(!lived, "the connection lived: has hyper fixed it?");
+    })
+    .await;
+}
+
+/// `axum::serve` keeps hyper's own HTTP/2 settings: 1 MiB windows and so a 512 KiB
+/// budget, which some 2,100 empty messages into one stalled WebSocket exhaust — the
+/// connection ends with every WebSocket on it. Ignored for the same reason as the
+/// one above; serve the `Router` with `configure_hyper` instead (the axum tests
+/// above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "reproduces hyper's connection-wide GOAWAY under axum::serve's defaults"]
+async fn axum_serve_one_stalled_websocket_ends_the_connection() {
+    bounded(async {
+        let lived = flood(Front::AxumServe, Http2Settings::default(), 1, 60_000, empty).await;
+        assert!(!lived, "the connection lived: has hyper or axum changed?");
     })
     .await;
 }

@@ -44,7 +44,7 @@
 //! ([`Http2Settings`] gives the formula); [`ServerConnection`] has no such limit.
 //! `axum::serve` keeps hyper's own windows (1 MiB per stream and per connection, a
 //! 512 KiB budget): there one stalled WebSocket can hold the whole connection window,
-//! and a few thousand tiny messages into it end the connection. To serve an axum
+//! and some 2,100 empty messages into it end the connection. To serve an axum
 //! `Router` with [`Http2Settings::configure_hyper`], hand it to hyper's
 //! `http2::Builder` through `hyper_util::service::TowerToHyperService`.
 //!
