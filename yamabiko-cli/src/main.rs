@@ -6,7 +6,9 @@ mod connect;
 mod echo;
 mod echo_blocking;
 mod echo_broadcast;
+mod echo_http2;
 mod game;
+mod http2_server;
 mod limits;
 mod tls;
 

@@ -7,8 +7,8 @@
 //! cargo run -p yamabiko --example chat -- 127.0.0.1:9000
 //! ```
 //!
-//! `hub.rs` keeps the room and broadcasts; `client.rs` runs each connection's read and
-//! write pumps. README.md says what it shows.
+//! `hub.rs` keeps the room on the library's pub/sub hub; `client.rs` runs each
+//! connection's read and write pumps. README.md says what it shows.
 
 mod client;
 mod hub;
@@ -17,7 +17,7 @@ use hub::Hub;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use yamabiko::http::{header, Method, Response, StatusCode};
-use yamabiko::{is_websocket_upgrade, write_http_response, Keepalive, Upgrader};
+use yamabiko::{is_websocket_upgrade, write_http_response, Upgrader};
 
 /// The page, served at `/`.
 const HOME: &str = include_str!("home.html");
@@ -27,14 +27,14 @@ const HOME: &str = include_str!("home.html");
 pub struct Settings {
     /// Time allowed to write a message (or a ping) to the peer.
     pub write_wait: Duration,
-    /// How long a peer may stay silent (no pong, nothing) before it is dropped.
+    /// Time allowed to read the next pong (or anything) from the peer.
     pub pong_wait: Duration,
     /// How often pings go out; less than `pong_wait`.
     pub ping_period: Duration,
     /// Largest message a client may send; larger ones close its connection (1009).
     pub max_message_size: usize,
-    /// Messages waiting for a client before the hub drops it as too slow.
-    pub queue_len: usize,
+    /// Unsent bytes a client may have before the hub closes it as too slow (1013).
+    pub max_queued: usize,
 }
 
 impl Default for Settings {
@@ -45,7 +45,8 @@ impl Default for Settings {
             pong_wait,
             ping_period: pong_wait * 9 / 10,
             max_message_size: 512,
-            queue_len: 256,
+            // 256 messages of the largest size.
+            max_queued: 256 * 512,
         }
     }
 }
@@ -61,7 +62,7 @@ async fn main() -> std::io::Result<()> {
         listener.local_addr()?
     );
     let settings = Settings::default();
-    let hub = Hub::start(settings.queue_len);
+    let hub = Hub::new(settings.max_queued, settings.write_wait);
     serve(listener, hub, settings).await
 }
 
@@ -72,14 +73,7 @@ pub async fn serve(listener: TcpListener, hub: Hub, settings: Settings) -> std::
     let upgrader = Upgrader::new()
         .read_buffer_size(1024)
         .write_buffer_size(1024)
-        .max_message_size(settings.max_message_size)
-        // The library's keepalive: a ping every `ping_period`; nothing back within the
-        // rest of `pong_wait` fails the connection (so a silent peer is noticed within
-        // `pong_wait`, as with gorilla's ping loop and read deadline).
-        .keepalive(Keepalive::new(
-            settings.ping_period,
-            settings.pong_wait.saturating_sub(settings.ping_period),
-        ));
+        .max_message_size(settings.max_message_size);
     loop {
         let (tcp, _) = listener.accept().await?;
         let _ = tcp.set_nodelay(true);
