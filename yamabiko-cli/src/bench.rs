@@ -7,6 +7,8 @@
 //!
 //! Every phase is bounded in time: connecting (`--connect-timeout`), warm-up,
 //! measuring (`--duration`) and draining the last echoes (`--drain-timeout`).
+//!
+//! `--board` loads the bulletin board (`yamabiko serve`) instead: see [`board`].
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -24,6 +26,8 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::{sleep_until, timeout_at, Instant};
 use yamabiko::{Dialer, Message, ReadHalf, WriteHalf};
+
+mod board;
 
 /// Options of `yamabiko bench`.
 #[derive(Args, Debug)]
@@ -73,10 +77,29 @@ pub struct BenchArgs {
     /// the window) or, with --idle, its RSS growth per connection.
     #[arg(long, value_name = "PID")]
     server_pid: Option<u32>,
+    /// Load a `yamabiko serve` board (URL: ws://HOST/ws) with viewers and posters.
+    #[arg(long)]
+    board: bool,
+    #[command(flatten)]
+    board_opts: board::BoardOpts,
 }
 
 /// Runs the load generator and prints its report.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.board {
+        let common = board::Common {
+            url: args.url.clone(),
+            duration: args.duration,
+            warmup: args.warmup,
+            json: args.json,
+            connect_timeout: args.connect_timeout,
+            drain_timeout: args.drain_timeout,
+            allow_remote: args.allow_remote,
+            threads: args.threads,
+            server_pid: args.server_pid,
+        };
+        return board::run(common, &args.board_opts);
+    }
     check_target(&args.url, args.allow_remote)?;
     if args.size == 0 && args.idle.is_none() {
         bail!("--size must be at least 1");
@@ -120,7 +143,7 @@ fn secs(name: &str, value: f64) -> anyhow::Result<Duration> {
 }
 
 /// Refuses targets outside loopback unless `allow_remote`.
-fn check_target(url: &str, allow_remote: bool) -> anyhow::Result<()> {
+pub(crate) fn check_target(url: &str, allow_remote: bool) -> anyhow::Result<()> {
     let uri: http::Uri = url.parse().context("bad URL")?;
     match uri.scheme_str() {
         Some("ws") | Some("wss") => {}
@@ -570,7 +593,7 @@ where
 }
 
 /// utime + stime of `pid`, in clock ticks (Linux `/proc/PID/stat`).
-fn cpu_ticks(pid: u32) -> Option<u64> {
+pub(crate) fn cpu_ticks(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces: fields are counted after its closing ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
@@ -580,7 +603,7 @@ fn cpu_ticks(pid: u32) -> Option<u64> {
     Some(utime + stime)
 }
 
-fn clock_ticks() -> f64 {
+pub(crate) fn clock_ticks() -> f64 {
     // SAFETY: sysconf only reads a configuration value.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if t > 0 {
@@ -591,7 +614,7 @@ fn clock_ticks() -> f64 {
 }
 
 /// Resident set size of `pid`, in bytes (`VmRSS` of `/proc/PID/status`).
-fn rss_bytes(pid: u32) -> Option<u64> {
+pub(crate) fn rss_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
