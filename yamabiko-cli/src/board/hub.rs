@@ -119,11 +119,28 @@ impl Stop {
 /// The close reason of a connection whose queue overflowed.
 pub const TOO_SLOW: (CloseCode, &str) = (CloseCode::POLICY_VIOLATION, "too slow: queue full");
 
+/// Posts held for a connection while it opens a thread, at most (beyond it the
+/// opening reads its page again).
+pub const HOLD_MAX: usize = 1024;
+
 /// A connection as the hub sees it.
 struct Client {
     queue: mpsc::Sender<PreparedMessage>,
     stop: Arc<Stop>,
     view: View,
+    /// While it opens a thread (its `thread` reply not yet queued): the thread's posts
+    /// delivered meanwhile, by id, queued after the reply (see [`Hub::finish_open`]).
+    opening: Option<Held>,
+    /// The thread's posts up to this id are in the reply it got: never sent again.
+    floor: i64,
+}
+
+/// Posts held while a connection opens a thread.
+#[derive(Default)]
+struct Held {
+    posts: Vec<(i64, PreparedMessage)>,
+    /// More than [`HOLD_MAX`] came: some were dropped.
+    overflowed: bool,
 }
 
 #[derive(Default)]
@@ -171,6 +188,8 @@ impl Hub {
                 queue,
                 stop,
                 view: View::Nothing,
+                opening: None,
+                floor: 0,
             },
         );
     }
@@ -189,11 +208,22 @@ impl Hub {
     }
 
     /// Moves a connection to another view, announcing presence changes.
+    ///
+    /// Viewing a thread starts with its opening: the thread's posts are held for the
+    /// connection, not sent, until [`Hub::finish_open`] queues the `thread` reply —
+    /// no live post of a thread reaches a page before that thread's reply (the page
+    /// resyncs from what the reply holds, so a post before it could be skipped for good).
+    /// Opening the thread already viewed (a resync) starts a new opening.
     pub fn set_view(&self, id: ClientId, view: View) {
         let mut inner = self.lock();
         let Some(c) = inner.clients.get_mut(&id) else {
             return;
         };
+        c.opening = match view {
+            View::Thread(_) => Some(Held::default()),
+            _ => None,
+        };
+        c.floor = 0;
         let old = std::mem::replace(&mut c.view, view);
         if old == view {
             return;
@@ -207,6 +237,57 @@ impl Hub {
         }
         drop(inner);
         self.kick(slow);
+    }
+
+    /// Ends a connection's opening of `thread_id`: queues `reply` (the `thread`
+    /// message), then the posts held since the opening began with an id above `floor`
+    /// (the reply holds every post of the thread up to `floor`), and from then on
+    /// sends the thread's posts above `floor` live.
+    ///
+    /// `floor` is `None` when the reply is not the end of the opening (it says
+    /// `has_newer`: the page asks again from its last post): the reply is queued and
+    /// posts stay held. Returns `false`, queueing nothing, when more posts came during
+    /// the opening than could be held: the caller reads its page again (the opening
+    /// starts over).
+    pub fn finish_open(
+        &self,
+        id: ClientId,
+        thread_id: i64,
+        floor: Option<i64>,
+        reply: PreparedMessage,
+    ) -> bool {
+        let mut inner = self.lock();
+        let Some(c) = inner.clients.get_mut(&id) else {
+            return true;
+        };
+        if c.view != View::Thread(thread_id) {
+            return true;
+        }
+        let mut slow = false;
+        match floor {
+            None => {
+                slow |= !queue_or_slow(&c.queue, reply);
+            }
+            Some(floor) => {
+                let held = c.opening.take().unwrap_or_default();
+                if held.overflowed {
+                    c.opening = Some(Held::default());
+                    return false;
+                }
+                c.floor = floor;
+                slow |= !queue_or_slow(&c.queue, reply);
+                for (post_id, msg) in held.posts {
+                    if post_id > floor && !slow {
+                        slow |= !queue_or_slow(&c.queue, msg);
+                    }
+                }
+            }
+        }
+        drop(inner);
+        if slow {
+            self.kick(vec![id]);
+        }
+        true
     }
 
     /// Connections viewing a thread, on this server and (as last heard) on the others.
@@ -267,9 +348,11 @@ impl Hub {
         }
     }
 
-    /// Delivers an event to the connections it concerns.
+    /// Delivers an event to the connections it concerns: a post to its thread's
+    /// viewers (held for those still opening it, skipped for those whose reply had it),
+    /// the thread's new summary to the thread list's viewers.
     pub fn deliver(&self, event: &BoardEvent) {
-        let inner = self.lock();
+        let mut inner = self.lock();
         let mut slow = Vec::new();
         match event {
             BoardEvent::Posted { post, thread } => {
@@ -277,15 +360,24 @@ impl Hub {
                 thread.online = inner.total(thread.id);
                 let to_thread = prepare(&ServerMsg::Post { post: post.clone() });
                 let to_list = prepare(&ServerMsg::ThreadUpdated { thread });
-                inner.send_where(&mut slow, |view| {
-                    if view == View::Thread(post.thread_id) {
-                        Some(&to_thread)
-                    } else if view == View::List {
-                        Some(&to_list)
-                    } else {
-                        None
+                let viewing = View::Thread(post.thread_id);
+                for (id, c) in inner.clients.iter_mut() {
+                    if c.view == View::List {
+                        if !queue_or_slow(&c.queue, to_list.clone()) {
+                            slow.push(*id);
+                        }
+                    } else if c.view == viewing {
+                        if let Some(held) = &mut c.opening {
+                            if held.posts.len() < HOLD_MAX {
+                                held.posts.push((post.id, to_thread.clone()));
+                            } else {
+                                held.overflowed = true;
+                            }
+                        } else if post.id > c.floor && !queue_or_slow(&c.queue, to_thread.clone()) {
+                            slow.push(*id);
+                        }
                     }
-                });
+                }
             }
         }
         drop(inner);
@@ -315,6 +407,12 @@ impl Hub {
             self.kick(more);
         }
     }
+}
+
+/// Queues `msg`; `false` when the queue is full (the connection is too slow). A
+/// closed queue counts as done: its reader unregisters shortly.
+fn queue_or_slow(queue: &mpsc::Sender<PreparedMessage>, msg: PreparedMessage) -> bool {
+    !matches!(queue.try_send(msg), Err(mpsc::error::TrySendError::Full(_)))
 }
 
 impl Inner {
@@ -380,17 +478,102 @@ mod tests {
         String::from_utf8_lossy(m.message().as_bytes()).into_owned()
     }
 
+    fn prepare_reply() -> PreparedMessage {
+        PreparedMessage::new(Message::text(r#"{"type":"thread"}"#))
+    }
+
+    fn post(id: i64, thread_id: i64) -> BoardEvent {
+        BoardEvent::Posted {
+            post: PostView {
+                id,
+                thread_id,
+                no: id,
+                name: "n".into(),
+                body: "b".into(),
+                created_at: 0,
+            },
+            thread: ThreadView {
+                id: thread_id,
+                title: "t".into(),
+                post_count: id,
+                last_post_id: id,
+                last_post_at: 0,
+                created_at: 0,
+                online: 0,
+            },
+        }
+    }
+
+    fn kinds_and_ids(rx: &mut mpsc::Receiver<PreparedMessage>) -> Vec<String> {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|m| {
+                let v: serde_json::Value = serde_json::from_slice(m.message().as_bytes()).unwrap();
+                match v["type"].as_str().unwrap() {
+                    "post" => format!("post {}", v["post"]["id"]),
+                    other => other.to_string(),
+                }
+            })
+            .filter(|k| k != "presence")
+            .collect()
+    }
+
+    #[test]
+    fn posts_wait_for_the_thread_reply_and_are_not_sent_twice() {
+        let hub = Hub::new();
+        let (mut rx, _) = client(&hub, 1, 64);
+        hub.set_view(1, View::Thread(7));
+        // Delivered while the page is read: 5 is in the page, 6 is not.
+        hub.deliver(&post(5, 7));
+        hub.deliver(&post(6, 7));
+        hub.deliver(&post(9, 8)); // another thread
+        assert_eq!(
+            kinds_and_ids(&mut rx),
+            Vec::<String>::new(),
+            "nothing before the reply"
+        );
+        assert!(hub.finish_open(1, 7, Some(5), prepare_reply()));
+        hub.deliver(&post(5, 7)); // late repeat of a post the reply had
+        hub.deliver(&post(7, 7));
+        assert_eq!(kinds_and_ids(&mut rx), ["thread", "post 6", "post 7"]);
+        // A resync of the same thread holds posts again; `has_newer` keeps holding.
+        hub.set_view(1, View::Thread(7));
+        hub.deliver(&post(8, 7));
+        assert!(hub.finish_open(1, 7, None, prepare_reply()));
+        assert_eq!(kinds_and_ids(&mut rx), ["thread"]);
+        hub.set_view(1, View::Thread(7));
+        hub.deliver(&post(10, 7));
+        assert!(hub.finish_open(1, 7, Some(8), prepare_reply()));
+        assert_eq!(kinds_and_ids(&mut rx), ["thread", "post 10"]);
+    }
+
+    #[test]
+    fn an_opening_flooded_past_the_hold_reads_again() {
+        let hub = Hub::new();
+        let (mut rx, _) = client(&hub, 1, 64);
+        hub.set_view(1, View::Thread(7));
+        for id in 1..=(HOLD_MAX as i64 + 1) {
+            hub.deliver(&post(id, 7));
+        }
+        assert!(!hub.finish_open(1, 7, Some(1), prepare_reply()));
+        assert_eq!(kinds_and_ids(&mut rx), Vec::<String>::new());
+        hub.deliver(&post(2000, 7));
+        assert!(hub.finish_open(1, 7, Some(1999), prepare_reply()));
+        assert_eq!(kinds_and_ids(&mut rx), ["thread", "post 2000"]);
+    }
+
     #[test]
     fn presence_and_slow_clients() {
         let hub = Hub::new();
         let (mut list_rx, _) = client(&hub, 1, 16);
         let (mut a_rx, _) = client(&hub, 2, 16);
-        let (_b_rx, b_stop) = client(&hub, 3, 1);
+        let (_b_rx, b_stop) = client(&hub, 3, 2);
         hub.set_view(1, View::List);
         hub.set_view(2, View::Thread(7));
+        assert!(hub.finish_open(2, 7, Some(0), prepare_reply()));
         assert_eq!(hub.online(7), 1);
         assert!(text(&list_rx.try_recv().unwrap()).contains(r#""online":1"#));
-        hub.set_view(3, View::Thread(7)); // b's queue: its own presence message
+        hub.set_view(3, View::Thread(7)); // b's queue: its own presence message…
+        assert!(hub.finish_open(3, 7, Some(0), prepare_reply())); // …and the reply
         assert_eq!(hub.online(7), 2);
         let post = PostView {
             id: 1,

@@ -206,6 +206,9 @@ mod tests {
         hub.register(1, tx, Arc::new(Stop::new(&CancellationToken::new())));
         hub.set_view(1, View::Thread(t));
         ordered.watching(&first.thread).await;
+        let reply = yamabiko::PreparedMessage::new(yamabiko::Message::text("{}"));
+        assert!(hub.finish_open(1, t, Some(first.post.id), reply));
+        let _ = rx.try_recv();
 
         let mut posts = Vec::new();
         for i in 1..=5 {

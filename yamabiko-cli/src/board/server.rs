@@ -69,6 +69,9 @@ pub const POST_WINDOW: Duration = Duration::from_secs(10);
 pub const MESSAGES_PER_WINDOW: usize = 100;
 /// Threads in the list.
 pub const THREAD_LIST_LEN: usize = 100;
+/// Reads of an opening, at most, when posts keep overflowing the hold
+/// ([`super::hub::HOLD_MAX`]); then the connection is closed with 1013.
+const OPEN_ATTEMPTS: usize = 3;
 
 const INDEX_HTML: &str = include_str!("../../assets/index.html");
 const APP_JS: &str = include_str!("../../assets/app.js");
@@ -528,38 +531,68 @@ impl ClientState {
             }
             Err(e) => return self.store_fault(e, None),
         };
-        // Watch first, then read (the page drops posts it already has, by id). Live
-        // posts count from a point no later than the page: every post after it is
-        // either in the page or delivered (in order) afterwards.
+        // Watch first, then read. From here on the thread's posts are held for this
+        // connection until its reply is queued (`Hub::finish_open`), then the ones the
+        // reply lacks follow it: no live post reaches the page before the reply, and
+        // none is lost or sent twice. Live posts count from a point no later than the
+        // page (`Ordered::watching`).
         self.board.hub.set_view(self.id, View::Thread(thread_id));
         self.board.ordered.watching(&before).await;
-        let store = &self.board.store;
-        let page = match after {
-            Some(after) => store.posts_after(thread_id, after, RESYNC_PAGE_SIZE).await,
-            None => store.latest_posts(thread_id, PAGE_SIZE).await,
-        };
-        let page = match page {
-            Ok(p) => p,
-            Err(e) => return self.store_fault(e, None),
-        };
-        let thread = match store.thread(thread_id).await {
-            Ok(Some(mut t)) => {
-                t.online = self.board.hub.online(thread_id);
-                t
+        for _ in 0..OPEN_ATTEMPTS {
+            let store = &self.board.store;
+            let page = match after {
+                Some(after) => store.posts_after(thread_id, after, RESYNC_PAGE_SIZE).await,
+                None => store.latest_posts(thread_id, PAGE_SIZE).await,
+            };
+            let page = match page {
+                Ok(p) => p,
+                Err(e) => return self.open_failed(e),
+            };
+            let thread = match store.thread(thread_id).await {
+                Ok(Some(mut t)) => {
+                    t.online = self.board.hub.online(thread_id);
+                    t
+                }
+                Ok(None) => return self.open_failed(StoreError::ThreadNotFound(thread_id)),
+                Err(e) => return self.open_failed(e),
+            };
+            let (has_older, has_newer) = match after {
+                Some(_) => (false, page.more),
+                None => (page.more, false),
+            };
+            // The reply holds every post of the thread up to its last one (or `after`);
+            // with `has_newer` the page asks again and the opening goes on.
+            let floor = match has_newer {
+                true => None,
+                false => Some(page.posts.last().map_or(after.unwrap_or(0), |p| p.id)),
+            };
+            let reply = prepare(&ServerMsg::Thread {
+                thread,
+                posts: page.posts,
+                has_older,
+                has_newer,
+            });
+            if self.board.hub.finish_open(self.id, thread_id, floor, reply) {
+                return;
             }
-            Ok(None) => return self.store_fault(StoreError::ThreadNotFound(thread_id), None),
-            Err(e) => return self.store_fault(e, None),
-        };
-        let (has_older, has_newer) = match after {
-            Some(_) => (false, page.more),
-            None => (page.more, false),
-        };
-        self.reply(&ServerMsg::Thread {
-            thread,
-            posts: page.posts,
-            has_older,
-            has_newer,
-        });
+            tracing::debug!(
+                thread = thread_id,
+                "posts overflowed the hold while opening; reading again"
+            );
+        }
+        tracing::warn!(
+            thread = thread_id,
+            "could not open a thread under a flood of posts (close 1013)"
+        );
+        self.stop
+            .close(CloseCode::TRY_AGAIN_LATER, "busy: reconnect and resync");
+    }
+
+    /// The reads of an opening failed: the connection views nothing (the page asks
+    /// again) and is told why.
+    fn open_failed(&self, e: StoreError) {
+        self.board.hub.set_view(self.id, View::Nothing);
+        self.store_fault(e, None);
     }
 
     async fn older(&mut self, thread_id: i64, before: i64, limit: usize) {
@@ -648,5 +681,189 @@ impl ClientState {
             post: committed.post,
             thread: thread_id.is_none().then_some(thread),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::board::hub::SingleServer;
+    use crate::board::protocol::ThreadView;
+    use crate::board::sqlite::SqliteStore;
+    use crate::board::store::{Committed, Page, StoreResult};
+    use tokio::sync::Notify;
+
+    /// SQLite whose page reads (`latest_posts`, `posts_after`) stop half-way — after
+    /// reading when `after_read`, else before — until released: a post can be
+    /// committed and delivered while an opening reads its page.
+    struct Gated {
+        inner: SqliteStore,
+        after_read: bool,
+        entered: Notify,
+        release: Notify,
+    }
+
+    impl Gated {
+        fn gate<'a>(
+            &'a self,
+            read: BoxFuture<'a, StoreResult<Page>>,
+        ) -> BoxFuture<'a, StoreResult<Page>> {
+            Box::pin(async move {
+                if self.after_read {
+                    let page = read.await;
+                    self.entered.notify_one();
+                    self.release.notified().await;
+                    page
+                } else {
+                    self.entered.notify_one();
+                    self.release.notified().await;
+                    read.await
+                }
+            })
+        }
+    }
+
+    use crate::board::store::BoxFuture;
+
+    impl Storage for Gated {
+        fn list_threads(&self, limit: usize) -> BoxFuture<'_, StoreResult<Vec<ThreadView>>> {
+            self.inner.list_threads(limit)
+        }
+        fn thread(&self, id: i64) -> BoxFuture<'_, StoreResult<Option<ThreadView>>> {
+            self.inner.thread(id)
+        }
+        fn latest_posts(&self, thread_id: i64, limit: usize) -> BoxFuture<'_, StoreResult<Page>> {
+            self.gate(self.inner.latest_posts(thread_id, limit))
+        }
+        fn posts_after(
+            &self,
+            thread_id: i64,
+            after: i64,
+            limit: usize,
+        ) -> BoxFuture<'_, StoreResult<Page>> {
+            self.gate(self.inner.posts_after(thread_id, after, limit))
+        }
+        fn posts_before(
+            &self,
+            thread_id: i64,
+            before: i64,
+            limit: usize,
+        ) -> BoxFuture<'_, StoreResult<Page>> {
+            self.inner.posts_before(thread_id, before, limit)
+        }
+        fn create_post(
+            &self,
+            thread_id: i64,
+            post: NewPost,
+        ) -> BoxFuture<'_, StoreResult<Committed>> {
+            self.inner.create_post(thread_id, post)
+        }
+        fn create_thread(
+            &self,
+            title: String,
+            post: NewPost,
+        ) -> BoxFuture<'_, StoreResult<Committed>> {
+            self.inner.create_thread(title, post)
+        }
+    }
+
+    fn new_post(i: usize) -> NewPost {
+        NewPost {
+            name: "n".into(),
+            body: format!("b{i}"),
+            client_id: format!("c{i}"),
+            created_at: 1,
+        }
+    }
+
+    /// Opens a thread (fresh, or resyncing `after` its first post) while another
+    /// connection's post is committed and delivered during the page read; returns
+    /// what the opening connection was sent, in order: "thread [ids]" or "post id".
+    async fn open_during_a_post(after_read: bool, resync: bool) -> (Vec<String>, i64) {
+        let dir = std::env::temp_dir().join(format!(
+            "yamabiko-open-race-{}-{after_read}-{resync}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let inner = SqliteStore::open(&dir.join("b.db")).unwrap();
+        let first = inner.create_thread("t".into(), new_post(0)).await.unwrap();
+        let t = first.thread.id;
+        let gated = Arc::new(Gated {
+            inner: inner.clone(),
+            after_read,
+            entered: Notify::new(),
+            release: Notify::new(),
+        });
+        let store: Arc<dyn Storage> = gated.clone();
+        let hub = Arc::new(Hub::new());
+        let ordered = Arc::new(Ordered::new(store.clone(), hub.clone()));
+        let board = Arc::new(Board::new(
+            store,
+            Arc::new(SingleServer),
+            hub.clone(),
+            ordered.clone(),
+            Timing::default(),
+        ));
+        let (tx, mut rx) = mpsc::channel(QUEUE_LEN);
+        let stop = Arc::new(Stop::new(&CancellationToken::new()));
+        hub.register(1, tx.clone(), stop.clone());
+        let mut client = ClientState {
+            board,
+            id: 1,
+            queue: tx,
+            stop,
+            posts: SlidingWindow::new(POSTS_PER_WINDOW, POST_WINDOW),
+            messages: SlidingWindow::new(MESSAGES_PER_WINDOW, POST_WINDOW),
+        };
+        let after = resync.then_some(first.post.id);
+        let opening = tokio::spawn(async move { client.open_thread(t, after).await });
+        gated.entered.notified().await;
+        // Another connection posts now: committed, then delivered to this server.
+        let c = inner.create_post(t, new_post(1)).await.unwrap();
+        ordered.deliver(c.post.clone(), c.thread.clone()).await;
+        gated.release.notify_one();
+        opening.await.unwrap();
+        let sent = std::iter::from_fn(|| rx.try_recv().ok())
+            .filter_map(|m| {
+                let v: serde_json::Value = serde_json::from_slice(m.message().as_bytes()).unwrap();
+                match v["type"].as_str().unwrap() {
+                    "thread" => Some(format!(
+                        "thread {:?}",
+                        v["posts"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|p| p["id"].as_i64().unwrap())
+                            .collect::<Vec<_>>()
+                    )),
+                    "post" => Some(format!("post {}", v["post"]["id"])),
+                    _ => None,
+                }
+            })
+            .collect();
+        let _ = std::fs::remove_dir_all(&dir);
+        (sent, c.post.id)
+    }
+
+    /// Defect 2 of issue 17: a live post used to reach the page before the reply to its
+    /// `open_thread` when it was committed during the page read. Now the reply comes
+    /// first, and the post is in it or right after it — once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_live_post_before_the_thread_reply_and_none_twice() {
+        // Committed before the read: in the page, and not sent again.
+        let (sent, id) = open_during_a_post(false, false).await;
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert!(sent[0].starts_with("thread") && sent[0].contains(&id.to_string()));
+        // Committed after the read: the reply first, then the post.
+        let (sent, id) = open_during_a_post(true, false).await;
+        assert_eq!(sent.len(), 2, "{sent:?}");
+        assert!(sent[0].starts_with("thread") && !sent[0].contains(&id.to_string()));
+        assert_eq!(sent[1], format!("post {id}"));
+        // The same for a resync (`after`).
+        let (sent, id) = open_during_a_post(true, true).await;
+        assert_eq!(sent, ["thread []".to_string(), format!("post {id}")]);
+        let (sent, id) = open_during_a_post(false, true).await;
+        assert_eq!(sent, [format!("thread [{id}]")]);
     }
 }
