@@ -85,6 +85,10 @@ pub struct BoardOpts {
     /// Skip reading every post back at the end.
     #[arg(long)]
     no_audit: bool,
+    /// Write this file when the measuring window opens (fault scripts time their
+    /// faults from it).
+    #[arg(long, value_name = "PATH")]
+    ready_file: Option<std::path::PathBuf>,
 }
 
 /// The options `bench` has for every kind of target.
@@ -412,6 +416,10 @@ async fn load(common: &Common, opts: &BoardOpts, urls: Vec<String>) -> anyhow::R
     let window_start = Instant::now();
     let _ = window_origin.set(window_start);
     ledger.window.open(ledger.clock.now_ns());
+    if let Some(path) = &opts.ready_file {
+        std::fs::write(path, "window open\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     let acked_before = ledger.counters.acked.load(Ordering::Relaxed);
     let window_end = window_start + duration;
     if let Some(at) = storm_at.filter(|a| *a < duration) {
