@@ -7,18 +7,30 @@
 //! (close 1008). A broadcast is serialised and framed once ([`PreparedMessage`]) and
 //! the same bytes are queued on every connection.
 //!
+//! * **Opening a thread.** A connection's thread posts are held while it opens the
+//!   thread, and queued right after its `thread` reply ([`Hub::finish_open`]): no live
+//!   post of a thread reaches a page before that thread's reply, and none the reply
+//!   had is sent again.
+//! * **Online counts** are state, not events. A change only marks its thread; every
+//!   [`PRESENCE_PERIOD`] [`Hub::flush_presence`] puts each marked thread's count into
+//!   the [`Latest`] slot of every connection showing it — latest-wins, never queued
+//!   behind posts — so a join storm costs each viewer a few counts, and a slow viewer
+//!   loses counts before it could lose its connection.
+//!
 //! A committed post reaches this server's hub directly (through
 //! [`super::order::Ordered`], which keeps each thread's posts in order), and the other
 //! servers through a [`FanOut`]: [`SingleServer`] when there are none, or
-//! [`super::redis::RedisFanOut`], whose subscriber task on every server passes what it
+//! [`super::broker::RedisFanOut`], whose subscriber task on every server passes what it
 //! receives to the same ordered delivery. Presence (who views which thread) is counted
 //! here for this server's connections; the counts of other servers are added with
 //! [`Hub::set_remote_online`].
 
+use super::latest::Latest;
 use super::protocol::{PostView, ServerMsg, ThreadView};
 use super::store::BoxFuture;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use yamabiko::{CloseCode, Message, PreparedMessage};
@@ -123,9 +135,14 @@ pub const TOO_SLOW: (CloseCode, &str) = (CloseCode::POLICY_VIOLATION, "too slow:
 /// opening reads its page again).
 pub const HOLD_MAX: usize = 1024;
 
+/// How often changed online counts go out: at most this often per thread.
+pub const PRESENCE_PERIOD: Duration = Duration::from_millis(250);
+
 /// A connection as the hub sees it.
 struct Client {
     queue: mpsc::Sender<PreparedMessage>,
+    /// Online counts, latest-wins, outside the queue.
+    latest: Arc<Latest>,
     stop: Arc<Stop>,
     view: View,
     /// While it opens a thread (its `thread` reply not yet queued): the thread's posts
@@ -150,8 +167,10 @@ struct Inner {
     viewers: HashMap<i64, usize>,
     /// Viewers per thread on the other servers, as last heard (absent = 0).
     remote: HashMap<i64, usize>,
-    /// Told this server's count of a thread whenever it changes.
+    /// Told this server's count of a thread when it changed (at most once a period).
     on_presence: Option<mpsc::Sender<(i64, usize)>>,
+    /// Threads whose count changed since counts last went out.
+    dirty: BTreeSet<i64>,
 }
 
 /// This server's connections and what they look at.
@@ -180,12 +199,20 @@ impl Hub {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds a connection, viewing nothing yet.
-    pub fn register(&self, id: ClientId, queue: mpsc::Sender<PreparedMessage>, stop: Arc<Stop>) {
+    /// Adds a connection, viewing nothing yet: its messages go into `queue`, its online
+    /// counts into `latest`.
+    pub fn register(
+        &self,
+        id: ClientId,
+        queue: mpsc::Sender<PreparedMessage>,
+        latest: Arc<Latest>,
+        stop: Arc<Stop>,
+    ) {
         self.lock().clients.insert(
             id,
             Client {
                 queue,
+                latest,
                 stop,
                 view: View::Nothing,
                 opening: None,
@@ -197,14 +224,11 @@ impl Hub {
     /// Removes a connection (no-op if already gone).
     pub fn unregister(&self, id: ClientId) {
         let mut inner = self.lock();
-        let mut slow = Vec::new();
         if let Some(c) = inner.clients.remove(&id) {
             if let View::Thread(t) = c.view {
-                inner.presence_changed(t, -1, &mut slow);
+                inner.presence_changed(t, -1);
             }
         }
-        drop(inner);
-        self.kick(slow);
     }
 
     /// Moves a connection to another view, announcing presence changes.
@@ -228,15 +252,12 @@ impl Hub {
         if old == view {
             return;
         }
-        let mut slow = Vec::new();
         if let View::Thread(t) = old {
-            inner.presence_changed(t, -1, &mut slow);
+            inner.presence_changed(t, -1);
         }
         if let View::Thread(t) = view {
-            inner.presence_changed(t, 1, &mut slow);
+            inner.presence_changed(t, 1);
         }
-        drop(inner);
-        self.kick(slow);
     }
 
     /// Ends a connection's opening of `thread_id`: queues `reply` (the `thread`
@@ -305,14 +326,16 @@ impl Hub {
         self.lock().viewers.iter().map(|(t, n)| (*t, *n)).collect()
     }
 
-    /// From now on, sends `(thread, this server's viewers)` into `tx` whenever that
-    /// count changes (dropped when `tx` is full: the periodic refresh repairs it).
+    /// From now on, sends `(thread, this server's viewers)` into `tx` when that count
+    /// changed, at most once per [`PRESENCE_PERIOD`] (see [`Hub::flush_presence`];
+    /// dropped when `tx` is full: the periodic refresh repairs it).
     pub fn watch_presence(&self, tx: mpsc::Sender<(i64, usize)>) {
         self.lock().on_presence = Some(tx);
     }
 
-    /// Sets the number of viewers of a thread on the other servers and, when the total
-    /// changes, tells the connections that show it.
+    /// Sets the number of viewers of a thread on the other servers; when the total
+    /// changes, the connections that show it are told at the next
+    /// [`Hub::flush_presence`].
     pub fn set_remote_online(&self, thread_id: i64, remote: usize) {
         let mut inner = self.lock();
         let old = inner.remote.get(&thread_id).copied().unwrap_or(0);
@@ -324,10 +347,56 @@ impl Hub {
         } else {
             inner.remote.insert(thread_id, remote);
         }
-        let mut slow = Vec::new();
-        inner.announce_presence(thread_id, &mut slow);
-        drop(inner);
-        self.kick(slow);
+        inner.dirty.insert(thread_id);
+    }
+
+    /// Sends the online count of every thread whose count changed since the last call
+    /// to the connections that show it (that thread's viewers and the thread list's),
+    /// latest-wins: into each connection's [`Latest`] slot for the thread, never its
+    /// queue, replacing a count still waiting there. Tells the `watch_presence`
+    /// channel this server's new counts. Called every [`PRESENCE_PERIOD`] by
+    /// [`run_presence`]: a thousand viewers joining at once cost each viewer a few
+    /// counts, not a thousand.
+    pub fn flush_presence(&self) {
+        let mut inner = self.lock();
+        if inner.dirty.is_empty() {
+            return;
+        }
+        let dirty = std::mem::take(&mut inner.dirty);
+        let msgs: Vec<(i64, PreparedMessage)> = dirty
+            .iter()
+            .map(|&t| {
+                let online = inner.total(t);
+                (
+                    t,
+                    prepare(&ServerMsg::Presence {
+                        thread_id: t,
+                        online,
+                    }),
+                )
+            })
+            .collect();
+        if let Some(tx) = &inner.on_presence {
+            for &t in &dirty {
+                let local = inner.viewers.get(&t).copied().unwrap_or(0);
+                let _ = tx.try_send((t, local));
+            }
+        }
+        for c in inner.clients.values() {
+            match c.view {
+                View::List => {
+                    for (t, m) in &msgs {
+                        c.latest.set(*t, m.clone());
+                    }
+                }
+                View::Thread(id) => {
+                    if let Ok(i) = msgs.binary_search_by_key(&id, |(t, _)| *t) {
+                        c.latest.set(id, msgs[i].1.clone());
+                    }
+                }
+                View::Nothing => {}
+            }
+        }
     }
 
     /// Threads with viewers on other servers, as last heard.
@@ -390,21 +459,14 @@ impl Hub {
             return;
         }
         let mut inner = self.lock();
-        let mut more = Vec::new();
         for id in slow {
             if let Some(c) = inner.clients.remove(&id) {
                 tracing::warn!(client = id, "client too slow, disconnecting (close 1008)");
                 c.stop.close(TOO_SLOW.0, TOO_SLOW.1);
                 if let View::Thread(t) = c.view {
-                    inner.presence_changed(t, -1, &mut more);
+                    inner.presence_changed(t, -1);
                 }
             }
-        }
-        drop(inner);
-        // Presence updates can overflow more queues; each round removes clients, so
-        // this ends.
-        if !more.is_empty() {
-            self.kick(more);
         }
     }
 }
@@ -422,44 +484,26 @@ impl Inner {
         local.saturating_add(remote)
     }
 
-    /// Queues a message on every connection `pick` chooses; collects the ones whose
-    /// queue is full.
-    fn send_where<'m>(
-        &self,
-        slow: &mut Vec<ClientId>,
-        pick: impl Fn(View) -> Option<&'m PreparedMessage>,
-    ) {
-        for (id, c) in &self.clients {
-            let Some(msg) = pick(c.view) else { continue };
-            match c.queue.try_send(msg.clone()) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => slow.push(*id),
-                // The writer is gone; the reader unregisters shortly.
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
-            }
-        }
-    }
-
-    fn presence_changed(&mut self, thread_id: i64, delta: isize, slow: &mut Vec<ClientId>) {
+    /// Counts a viewer more or less; the change goes out at the next flush.
+    fn presence_changed(&mut self, thread_id: i64, delta: isize) {
         let n = self.viewers.entry(thread_id).or_insert(0);
         *n = n.saturating_add_signed(delta);
-        let local = *n;
-        if local == 0 {
+        if *n == 0 {
             self.viewers.remove(&thread_id);
         }
-        if let Some(tx) = &self.on_presence {
-            let _ = tx.try_send((thread_id, local));
-        }
-        self.announce_presence(thread_id, slow);
+        self.dirty.insert(thread_id);
     }
+}
 
-    /// Sends a thread's total viewer count to the connections that show it.
-    fn announce_presence(&self, thread_id: i64, slow: &mut Vec<ClientId>) {
-        let online = self.total(thread_id);
-        let msg = prepare(&ServerMsg::Presence { thread_id, online });
-        self.send_where(slow, |view| {
-            (view == View::List || view == View::Thread(thread_id)).then_some(&msg)
-        });
+/// Flushes changed online counts every [`PRESENCE_PERIOD`] until `shutdown`.
+pub async fn run_presence(hub: Arc<Hub>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(PRESENCE_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => hub.flush_presence(),
+        }
     }
 }
 
@@ -468,10 +512,36 @@ mod tests {
     use super::*;
 
     fn client(hub: &Hub, id: ClientId, cap: usize) -> (mpsc::Receiver<PreparedMessage>, Arc<Stop>) {
-        let (tx, rx) = mpsc::channel(cap);
-        let stop = Arc::new(Stop::new(&CancellationToken::new()));
-        hub.register(id, tx, stop.clone());
+        let (rx, _, stop) = client_with_latest(hub, id, cap);
         (rx, stop)
+    }
+
+    fn client_with_latest(
+        hub: &Hub,
+        id: ClientId,
+        cap: usize,
+    ) -> (mpsc::Receiver<PreparedMessage>, Arc<Latest>, Arc<Stop>) {
+        let (tx, rx) = mpsc::channel(cap);
+        let latest = Arc::new(Latest::new());
+        let stop = Arc::new(Stop::new(&CancellationToken::new()));
+        hub.register(id, tx, latest.clone(), stop.clone());
+        (rx, latest, stop)
+    }
+
+    /// The online counts waiting in a connection's latest-wins slots.
+    fn counts(latest: &Latest) -> Vec<(i64, u64)> {
+        latest
+            .take()
+            .iter()
+            .map(|m| {
+                let v: serde_json::Value = serde_json::from_slice(m.message().as_bytes()).unwrap();
+                assert_eq!(v["type"], "presence");
+                (
+                    v["thread_id"].as_i64().unwrap(),
+                    v["online"].as_u64().unwrap(),
+                )
+            })
+            .collect()
     }
 
     fn text(m: &PreparedMessage) -> String {
@@ -562,37 +632,30 @@ mod tests {
     }
 
     #[test]
-    fn presence_and_slow_clients() {
+    fn presence_goes_out_latest_wins_and_slow_clients_are_closed_for_posts_only() {
         let hub = Hub::new();
-        let (mut list_rx, _) = client(&hub, 1, 16);
-        let (mut a_rx, _) = client(&hub, 2, 16);
-        let (_b_rx, b_stop) = client(&hub, 3, 2);
+        let (mut list_rx, list_latest, _) = client_with_latest(&hub, 1, 16);
+        let (mut a_rx, a_latest, _) = client_with_latest(&hub, 2, 16);
+        // b's queue holds one message: the reply. Counts never take queue space.
+        let (_b_rx, b_latest, b_stop) = client_with_latest(&hub, 3, 1);
         hub.set_view(1, View::List);
         hub.set_view(2, View::Thread(7));
         assert!(hub.finish_open(2, 7, Some(0), prepare_reply()));
         assert_eq!(hub.online(7), 1);
-        assert!(text(&list_rx.try_recv().unwrap()).contains(r#""online":1"#));
-        hub.set_view(3, View::Thread(7)); // b's queue: its own presence message…
-        assert!(hub.finish_open(3, 7, Some(0), prepare_reply())); // …and the reply
+        assert!(counts(&list_latest).is_empty(), "counts wait for the flush");
+        hub.flush_presence();
+        assert_eq!(counts(&list_latest), [(7, 1)]);
+        assert_eq!(counts(&a_latest), [(7, 1)]);
+        hub.set_view(3, View::Thread(7));
+        assert!(hub.finish_open(3, 7, Some(0), prepare_reply()));
+        for _ in 0..100 {
+            hub.flush_presence(); // nothing changed: nothing sent
+        }
         assert_eq!(hub.online(7), 2);
-        let post = PostView {
-            id: 1,
-            thread_id: 7,
-            no: 1,
-            name: "n".into(),
-            body: "b".into(),
-            created_at: 0,
-        };
-        let thread = ThreadView {
-            id: 7,
-            title: "t".into(),
-            post_count: 1,
-            last_post_id: 1,
-            last_post_at: 0,
-            created_at: 0,
-            online: 0,
-        };
-        hub.deliver(&BoardEvent::Posted { post, thread });
+        hub.flush_presence();
+        assert_eq!(counts(&a_latest), [(7, 2)]);
+        assert_eq!(counts(&b_latest), [(7, 2)]);
+        hub.deliver(&post(1, 7));
         // b could not take the post: kicked with 1008, presence drops back to 1.
         assert!(b_stop.is_stopped());
         assert_eq!(
@@ -600,15 +663,60 @@ mod tests {
             CloseCode::POLICY_VIOLATION
         );
         assert_eq!(hub.online(7), 1);
-        let a_msgs: Vec<String> = std::iter::from_fn(|| a_rx.try_recv().ok())
-            .map(|m| text(&m))
-            .collect();
-        assert!(a_msgs.iter().any(|m| m.contains(r#""type":"post""#)));
+        hub.flush_presence();
+        assert_eq!(counts(&a_latest), [(7, 1)]);
+        assert_eq!(counts(&list_latest), [(7, 1)]);
+        assert_eq!(kinds_and_ids(&mut a_rx), ["thread", "post 1"]);
         let list_msgs: Vec<String> = std::iter::from_fn(|| list_rx.try_recv().ok())
             .map(|m| text(&m))
             .collect();
         assert!(list_msgs.iter().any(|m| m.contains("thread_updated")));
+        assert!(list_msgs.iter().all(|m| !m.contains("presence")));
         hub.unregister(2);
         assert_eq!(hub.online(7), 0);
+    }
+
+    /// Defect 1 of issue 17: every join used to send a count to every viewer through
+    /// its queue, so a thousand joins were a million messages and filled the queues of
+    /// viewers (1008). Now each viewer holds one count per thread, the newest.
+    #[test]
+    fn a_thousand_joins_cost_each_viewer_one_count_and_nobody_its_connection() {
+        let hub = Hub::new();
+        let mut viewers = Vec::new();
+        for id in 0..1000u64 {
+            let (rx, latest, stop) = client_with_latest(&hub, id, 4);
+            hub.set_view(id, View::Thread(7));
+            assert!(hub.finish_open(id, 7, Some(0), prepare_reply()));
+            viewers.push((rx, latest, stop));
+            if id % 300 == 0 {
+                hub.flush_presence();
+            }
+        }
+        hub.flush_presence();
+        for (mut rx, latest, stop) in viewers {
+            assert!(!stop.is_stopped());
+            assert_eq!(counts(&latest), [(7, 1000)]);
+            assert_eq!(kinds_and_ids(&mut rx), ["thread"]);
+        }
+    }
+
+    #[test]
+    fn remote_counts_add_up_and_go_out_at_the_flush() {
+        let hub = Hub::new();
+        let (tx, mut changes) = mpsc::channel(16);
+        hub.watch_presence(tx);
+        let (_rx, latest, _) = client_with_latest(&hub, 1, 4);
+        hub.set_view(1, View::Thread(3));
+        hub.set_remote_online(3, 5);
+        assert!(
+            changes.try_recv().is_err(),
+            "told at the flush, not per change"
+        );
+        hub.flush_presence();
+        assert_eq!(counts(&latest), [(3, 6)]);
+        assert_eq!(changes.try_recv().ok(), Some((3, 1)));
+        hub.set_remote_online(3, 5);
+        hub.flush_presence();
+        assert!(counts(&latest).is_empty(), "unchanged");
     }
 }

@@ -9,13 +9,15 @@
 //! * [`protocol`]: the JSON messages and their validation;
 //! * [`store`] / [`sqlite`] / [`postgres`]: storage behind the [`store::Storage`] trait;
 //! * [`hub`]: this server's connections and presence; [`order`]: in-order delivery of
-//!   each thread's posts into the hub;
+//!   each thread's posts into the hub; [`latest`]: online counts, latest-wins, per
+//!   connection;
 //! * [`broker`]: fan-out between servers over Redis, behind the [`hub::FanOut`] trait;
 //! * [`server`]: HTTP + WebSocket, the reader and writer task of each connection;
 //! * [`ratelimit`]: the per-connection post limit.
 
 pub mod broker;
 pub mod hub;
+pub mod latest;
 pub mod order;
 pub mod postgres;
 pub mod protocol;
@@ -117,6 +119,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let shutdown = CancellationToken::new();
         tokio::spawn(signal_shutdown(shutdown.clone()));
         let hub = Arc::new(hub::Hub::new());
+        tokio::spawn(hub::run_presence(hub.clone(), shutdown.clone()));
         let ordered = Arc::new(order::Ordered::new(store.clone(), hub.clone()));
         let redis = match &args.redis {
             Some(url) => Some(broker::start(

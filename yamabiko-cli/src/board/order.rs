@@ -203,7 +203,12 @@ mod tests {
         let first = store.create_thread("t".into(), new_post(0)).await.unwrap();
         let t = first.thread.id;
         let (tx, mut rx) = mpsc::channel(64);
-        hub.register(1, tx, Arc::new(Stop::new(&CancellationToken::new())));
+        hub.register(
+            1,
+            tx,
+            Arc::new(crate::board::latest::Latest::new()),
+            Arc::new(Stop::new(&CancellationToken::new())),
+        );
         hub.set_view(1, View::Thread(t));
         ordered.watching(&first.thread).await;
         let reply = yamabiko::PreparedMessage::new(yamabiko::Message::text("{}"));

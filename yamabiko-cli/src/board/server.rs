@@ -10,6 +10,7 @@
 //!   one flush, and pings every [`Timing::ping_period`]. Writes have a deadline.
 
 use super::hub::{prepare, BoardEvent, ClientId, FanOut, Hub, Stop, View, TOO_SLOW};
+use super::latest::Latest;
 use super::order::Ordered;
 use super::protocol::{
     parse_client, ClientMsg, ErrorCode, Limits, ProtocolFault, ServerMsg, MAX_BODY_CHARS,
@@ -245,8 +246,11 @@ async fn run_client(
 ) {
     tracing::info!(online = board.hub.len() + 1, "connected");
     let (tx, rx) = mpsc::channel::<PreparedMessage>(QUEUE_LEN);
+    let latest = Arc::new(Latest::new());
     let stop = Arc::new(Stop::new(&shutdown));
-    board.hub.register(id, tx.clone(), stop.clone());
+    board
+        .hub
+        .register(id, tx.clone(), latest.clone(), stop.clone());
 
     let timing = board.timing;
     let (mut read, write) = conn.split();
@@ -256,7 +260,8 @@ async fn run_client(
         ctx.set_read_deadline(Some(Instant::now() + timing.pong_wait));
         Ok(())
     });
-    let writer = tokio::spawn(write_pump(write, rx, stop.clone(), timing).in_current_span());
+    let writer =
+        tokio::spawn(write_pump(write, rx, latest, stop.clone(), timing).in_current_span());
 
     let mut client = ClientState {
         board: board.clone(),
@@ -332,10 +337,12 @@ async fn read_pump(read: &mut ReadHalf<TcpStream>, client: &mut ClientState) {
     }
 }
 
-/// Drains the queue into the connection, pings, and sends the close frame at the end.
+/// Drains the queue (and the latest online counts) into the connection, pings, and
+/// sends the close frame at the end.
 async fn write_pump(
     mut write: WriteHalf<TcpStream>,
     mut rx: mpsc::Receiver<PreparedMessage>,
+    latest: Arc<Latest>,
     stop: Arc<Stop>,
     timing: Timing,
 ) {
@@ -343,44 +350,14 @@ async fn write_pump(
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
+        let first = tokio::select! {
             biased;
             _ = stop.stopped() => break,
-            msg = rx.recv() => {
-                let Some(msg) = msg else { break };
-                write.set_write_deadline(Some(Instant::now() + timing.write_wait));
-                let mut queued = write.queue_prepared(&msg);
-                // Batch whatever else is ready into the same flush.
-                for _ in 0..64 {
-                    if queued.is_err() {
-                        break;
-                    }
-                    match rx.try_recv() {
-                        Ok(more) => queued = write.queue_prepared(&more),
-                        Err(_) => break,
-                    }
-                }
-                let result = match queued {
-                    Ok(()) => tokio::select! {
-                        _ = stop.stopped() => break,
-                        r = write.flush() => r,
-                    },
-                    Err(e) => Err(e),
-                };
-                match result {
-                    Ok(()) => {}
-                    Err(Error::Timeout) => {
-                        tracing::warn!("write deadline passed, client too slow (close 1008)");
-                        stop.close(TOO_SLOW.0, TOO_SLOW.1);
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "write failed");
-                        stop.drop_now();
-                        return;
-                    }
-                }
-            }
+            msg = rx.recv() => match msg {
+                Some(m) => Some(m),
+                None => break,
+            },
+            _ = latest.changed() => None,
             _ = ping.tick() => {
                 let deadline = Instant::now() + timing.write_wait;
                 if let Err(e) = write.write_control(Control::ping(&b"board"[..]), Some(deadline)).await {
@@ -388,6 +365,47 @@ async fn write_pump(
                     stop.drop_now();
                     return;
                 }
+                continue;
+            }
+        };
+        write.set_write_deadline(Some(Instant::now() + timing.write_wait));
+        let mut queued = match first {
+            Some(m) => write.queue_prepared(&m),
+            None => Ok(()),
+        };
+        // Batch whatever else is ready into the same flush, the newest counts last.
+        for _ in 0..64 {
+            if queued.is_err() {
+                break;
+            }
+            match rx.try_recv() {
+                Ok(more) => queued = write.queue_prepared(&more),
+                Err(_) => break,
+            }
+        }
+        for m in latest.take() {
+            if queued.is_ok() {
+                queued = write.queue_prepared(&m);
+            }
+        }
+        let result = match queued {
+            Ok(()) => tokio::select! {
+                _ = stop.stopped() => break,
+                r = write.flush() => r,
+            },
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => {}
+            Err(Error::Timeout) => {
+                tracing::warn!("write deadline passed, client too slow (close 1008)");
+                stop.close(TOO_SLOW.0, TOO_SLOW.1);
+                break;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "write failed");
+                stop.drop_now();
+                return;
             }
         }
     }
@@ -807,7 +825,7 @@ mod tests {
         ));
         let (tx, mut rx) = mpsc::channel(QUEUE_LEN);
         let stop = Arc::new(Stop::new(&CancellationToken::new()));
-        hub.register(1, tx.clone(), stop.clone());
+        hub.register(1, tx.clone(), Arc::new(Latest::new()), stop.clone());
         let mut client = ClientState {
             board,
             id: 1,
