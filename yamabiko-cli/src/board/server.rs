@@ -154,9 +154,11 @@ async fn handle_tcp(
     peer: SocketAddr,
     shutdown: CancellationToken,
 ) {
+    // The handshake's futures are boxed: their state is freed once the connection is
+    // upgraded, instead of sizing every connection's task for the whole of its life.
     let read = tokio::select! {
         _ = shutdown.cancelled() => return,
-        r = upgrader.read_request(&mut tcp) => r,
+        r = Box::pin(upgrader.read_request(&mut tcp)) => r,
     };
     let (request, leftover) = match read {
         Ok(r) => r,
@@ -166,16 +168,18 @@ async fn handle_tcp(
         }
     };
     if request.uri().path() != "/ws" {
-        serve_http(&mut tcp, &request).await;
+        Box::pin(serve_http(&mut tcp, &request)).await;
         return;
     }
-    let conn = match upgrader.upgrade_request(tcp, &request, leftover).await {
+    let conn = match Box::pin(upgrader.upgrade_request(tcp, &request, leftover)).await {
         Ok(c) => c,
         Err(e) => {
             tracing::info!(%peer, error = %e, "websocket handshake refused");
             return;
         }
     };
+    // The request's headers are not needed past the handshake.
+    drop(request);
     let id = board.next_client.fetch_add(1, Ordering::Relaxed);
     let span = tracing::info_span!("client", id, %peer);
     run_client(board, conn, id, shutdown).instrument(span).await;
@@ -302,7 +306,9 @@ async fn read_pump(read: &mut ReadHalf<TcpStream>, client: &mut ClientState) {
         match result {
             Ok(Message::Text(text)) => {
                 read.set_read_deadline(Some(Instant::now() + pong_wait));
-                client.handle(text.as_str()).await;
+                // Boxed: the handler's state (storage calls, a post's strings) exists
+                // only while a message is handled, not in every idle connection's task.
+                Box::pin(client.handle(text.as_str())).await;
             }
             Ok(Message::Binary(_)) => {
                 read.set_read_deadline(Some(Instant::now() + pong_wait));
