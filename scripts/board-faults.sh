@@ -21,7 +21,7 @@
 #
 # Scale (environment; CI defaults in brackets, the README gives full-scale commands):
 #   BOARD_VIEWERS [200]  BOARD_RATE posts/s [20]  BOARD_DURATION s [8]
-#   BOARD_STORM_VIEWERS [300]  BOARD_SAT_POSTERS [300]  BOARD_IN_FLIGHT [64]
+#   BOARD_STORM_VIEWERS [300]  BOARD_SAT_POSTERS [1000]  BOARD_IN_FLIGHT [64]
 #   BOARD_FAULT_AT s into the window [2]  BOARD_REDIS_DOWN s [5]
 #   BOARD_GEN_THREADS generator runtime threads [1]
 #   BOARD_TASKSET_SERVER / BOARD_TASKSET_GEN  CPU lists to pin to (e.g. 0 and 1)
@@ -41,7 +41,7 @@ VIEWERS="${BOARD_VIEWERS:-200}"
 RATE="${BOARD_RATE:-20}"
 DURATION="${BOARD_DURATION:-8}"
 STORM_VIEWERS="${BOARD_STORM_VIEWERS:-300}"
-SAT_POSTERS="${BOARD_SAT_POSTERS:-300}"
+SAT_POSTERS="${BOARD_SAT_POSTERS:-1000}"
 IN_FLIGHT="${BOARD_IN_FLIGHT:-64}"
 FAULT_AT="${BOARD_FAULT_AT:-2}"
 REDIS_DOWN="${BOARD_REDIS_DOWN:-5}"
@@ -160,16 +160,16 @@ bench() {
     BENCH_PID=$!
 }
 
-# Waits until the generator's window opens, then FAULT_AT more seconds.
+# Waits until the generator's window opens, then FAULT_AT (or $2) more seconds.
 at_fault_time() {
-    local name=$1
+    local name=$1 at="${2:-$FAULT_AT}"
     for _ in $(seq 1 1200); do
         [ -f "$WORK/$name.ready" ] && break
         kill -0 "$BENCH_PID" 2>/dev/null || break
         sleep 0.1
     done
     [ -f "$WORK/$name.ready" ] || { echo "board-faults: $name: the window never opened" >&2; return 1; }
-    sleep "$FAULT_AT"
+    sleep "$at"
 }
 
 SUMMARY="$WORK/summary.tsv"
@@ -197,7 +197,9 @@ back_s = "-" if back is None else ("never" if back == float("inf") else f"{back:
 row = [name, what, str(r["viewers_connected"]), str(p["acked"]), str(a.get("found", "-")),
        str(a.get("lost", "-")), str(a.get("duplicated", "-")), str(d["lost"]), str(d["duplicates"]),
        refusals, f'{p["refusal_max_ms"]:.0f} ms' if p["refused"] else "-", str(p["hung"]), back_s,
-       f'{d["ms"]["p99"]:.0f} ms', f'{p["acked_per_s"]:.0f}']
+       f'{d["ms"]["p99"]:.0f} ms',
+       f'{p["acked_per_s_saturated"]:.0f} (saturated)' if p.get("acked_per_s_saturated") else f'{p["acked_per_s"]:.0f}',
+       str(p["resent"])]
 print("\t".join(row))
 problems = r.get("problems", [])
 status = "ok" if rc == 0 and not problems else "FAILED: " + "; ".join(problems)
@@ -233,9 +235,11 @@ scenario_load() {
 
 scenario_saturate() {
     start_board saturate --db "$WORK/saturate.db"
+    # Each poster may post 5 times per 10 s: the burst of SAT_POSTERS × 5 posts is
+    # what saturates; the window covers it.
     bench saturate "$(url saturate)" --viewers 20 --board-threads 4 --saturate \
         --posters "$SAT_POSTERS" --posts-in-flight "$IN_FLIGHT" --server-pid "${PID[saturate]}" \
-        --warmup 1 --duration 4 --drain-timeout 20 --connect-timeout 60
+        --warmup 0 --duration 3 --drain-timeout 20 --connect-timeout 60
     finish saturate "posts as fast as acknowledged"
 }
 
@@ -277,9 +281,11 @@ scenario_postgres_restart() {
 
 scenario_sqlite_kill() {
     start_board sqlite --db "$WORK/sqlite.db"
+    # Killed 0.3 s into the burst of SAT_POSTERS × 5 posts: posts are in flight.
     bench sqlite-kill "$(url sqlite)" --faults --viewers 50 --board-threads 2 --saturate \
-        --posters "$SAT_POSTERS" --posts-in-flight "$IN_FLIGHT" "${common[@]}"
-    at_fault_time sqlite-kill
+        --posters "$SAT_POSTERS" --posts-in-flight "$IN_FLIGHT" --warmup 0 \
+        --duration "$DURATION" --drain-timeout 20 --connect-timeout 60
+    at_fault_time sqlite-kill 0.3
     kill9 sqlite
     sleep 1
     start_board sqlite --db "$WORK/sqlite.db"
@@ -303,7 +309,7 @@ table="$(python3 - "$SUMMARY" <<'PY'
 import sys
 head = ["scenario", "fault", "viewers", "acked", "found", "lost", "duplicated",
         "deliveries lost", "deliveries twice", "refused", "slowest refusal", "hung",
-        "all viewers back live", "delivery p99", "acked/s"]
+        "all viewers back live", "delivery p99", "acked/s", "re-sent"]
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 print("| " + " | ".join(head) + " |")
 print("|" + "---|" * len(head))

@@ -361,22 +361,46 @@ async fn load(common: &Common, opts: &BoardOpts, urls: Vec<String>) -> anyhow::R
     }
     let posters_connected = wait_ready(poster_ready, Instant::now() + connect_timeout).await;
 
-    // ---- Monitor: episodes of viewers down, sampled every 10 ms.
+    // ---- Monitor, every 10 ms: episodes of viewers down, and (saturating) the time
+    // the in-flight bound was full and the acks that came meanwhile.
     let episodes = Arc::new(std::sync::Mutex::new(Vec::<Episode>::new()));
+    let saturated = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+    let bound = match &poster_plan.pace {
+        poster::Pace::Saturate(s) => Some(s.clone()),
+        _ => None,
+    };
     let window_origin = Arc::new(std::sync::OnceLock::<Instant>::new());
     let monitor = {
         let ledger = ledger.clone();
         let episodes = episodes.clone();
         let origin = window_origin.clone();
         let stop = stop.clone();
+        let saturated = saturated.clone();
+        let stop_posting = stop_posting.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(10));
             let mut open: Option<Episode> = None;
+            let mut last = (
+                Instant::now(),
+                ledger.counters.acked.load(Ordering::Relaxed),
+                false,
+            );
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => break,
                     _ = tick.tick() => {}
                 }
+                let now = Instant::now();
+                let acked = ledger.counters.acked.load(Ordering::Relaxed);
+                let full = bound.as_ref().is_some_and(|b| b.available_permits() == 0)
+                    && !stop_posting.is_cancelled();
+                if full && last.2 {
+                    saturated
+                        .0
+                        .fetch_add((now - last.0).as_nanos() as u64, Ordering::Relaxed);
+                    saturated.1.fetch_add(acked - last.1, Ordering::Relaxed);
+                }
+                last = (now, acked, full);
                 let down = ledger.not_live.load(Ordering::Relaxed);
                 let at = origin.get().map_or(0.0, |o| {
                     Instant::now().saturating_duration_since(*o).as_secs_f64()
@@ -499,6 +523,10 @@ async fn load(common: &Common, opts: &BoardOpts, urls: Vec<String>) -> anyhow::R
         own: own_start.zip(own_end),
         rss: (rss_before, rss_viewers, rss_end),
         drained_s,
+        saturated: (
+            saturated.0.load(Ordering::Relaxed) as f64 / 1e9,
+            saturated.1.load(Ordering::Relaxed),
+        ),
         still_down,
         behind,
         episodes: episodes.lock().map(|e| e.clone()).unwrap_or_default(),
@@ -537,6 +565,8 @@ struct ReportInput<'a> {
     own: Option<(u64, u64)>,
     rss: (Option<u64>, Option<u64>, Option<u64>),
     drained_s: f64,
+    /// Seconds the in-flight bound was full, and the acks meanwhile.
+    saturated: (f64, u64),
     still_down: i64,
     behind: usize,
     episodes: Vec<Episode>,
@@ -790,6 +820,8 @@ fn report(x: ReportInput<'_>) -> Report {
             "acked_in_window": acked_in_window,
             "acked_per_s": acked_per_s,
             "acked_during_window_by_arrival": get(&c.acked).saturating_sub(x.acked_before),
+            "saturated_s": x.saturated.0,
+            "acked_per_s_saturated": (x.saturated.0 > 0.0).then(|| x.saturated.1 as f64 / x.saturated.0),
             "ack_ms": {"p50": ms(&ack_h, 0.5), "p99": ms(&ack_h, 0.99), "max": max_ms(&ack_h)},
             "refused": get(&c.refused),
             "refusals": refusals,
@@ -872,6 +904,15 @@ fn report(x: ReportInput<'_>) -> Report {
         ms(&ack_h, 0.99),
         max_ms(&ack_h)
     );
+    if x.saturated.0 > 0.0 {
+        let _ = writeln!(
+            t,
+            "               {:.0} acked/s while {} posts were in flight ({:.1} s of the run)",
+            x.saturated.1 as f64 / x.saturated.0,
+            x.opts.posts_in_flight,
+            x.saturated.0
+        );
+    }
     let _ = writeln!(
         t,
         "               refused {} {:?} (slowest refusal {:.0} ms), rate-limited {}, hung {}, re-sent {}, late {}",
