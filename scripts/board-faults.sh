@@ -15,17 +15,21 @@
 #                     its viewers and posters move to the other
 #   redis-outage      two instances, Redis stopped for BOARD_REDIS_DOWN s (5) and started
 #   postgres-restart  two instances, PostgreSQL fast shutdown and start
+#   postgres-stall    two instances, every PostgreSQL process stopped (SIGSTOP) for
+#                     BOARD_STALL s (11): posts get an error within the server's 10 s
+#                     storage timeout, never an ack, never silence
 #   sqlite-kill       one SQLite instance under a burst of posts, `kill -9`, restarted
 #                     1 s later on the same file and port
 #   storm             every viewer dropped at once; they reconnect with the page's backoff
 #
 # Scale (environment; CI defaults in brackets, the README gives full-scale commands):
-#   BOARD_VIEWERS [200]  BOARD_RATE posts/s [20]  BOARD_DURATION s [8]
+#   BOARD_VIEWERS [200]  BOARD_RATE posts/s [20]  BOARD_DURATION s [6]
 #   BOARD_STORM_VIEWERS [300]  BOARD_SAT_POSTERS [1000]  BOARD_IN_FLIGHT [64]
-#   BOARD_FAULT_AT s into the window [2]  BOARD_REDIS_DOWN s [5]
+#   BOARD_FAULT_AT s into the window [2]  BOARD_REDIS_DOWN s [5]  BOARD_STALL s [11]
 #   BOARD_GEN_THREADS generator runtime threads [1]
 #   BOARD_TASKSET_SERVER / BOARD_TASKSET_GEN  CPU lists to pin to (e.g. 0 and 1)
 #   BOARD_FAULTS_REPORT  also append the summary table (Markdown) to this file
+#   BOARD_FAULTS_JSON_DIR  keep each scenario's full `bench --board --json` report here
 #
 # PostgreSQL and Redis are installed when missing and started on free loopback ports
 # (scripts/lib/pg-redis.sh). Every process started here is stopped by PID on exit;
@@ -39,14 +43,15 @@ START=$SECONDS
 
 VIEWERS="${BOARD_VIEWERS:-200}"
 RATE="${BOARD_RATE:-20}"
-DURATION="${BOARD_DURATION:-8}"
+DURATION="${BOARD_DURATION:-6}"
 STORM_VIEWERS="${BOARD_STORM_VIEWERS:-300}"
 SAT_POSTERS="${BOARD_SAT_POSTERS:-1000}"
 IN_FLIGHT="${BOARD_IN_FLIGHT:-64}"
 FAULT_AT="${BOARD_FAULT_AT:-2}"
 REDIS_DOWN="${BOARD_REDIS_DOWN:-5}"
+STALL="${BOARD_STALL:-11}"
 GEN_THREADS="${BOARD_GEN_THREADS:-1}"
-ALL=(load saturate instance-kill redis-outage postgres-restart sqlite-kill storm)
+ALL=(load saturate load-two instance-kill redis-outage postgres-restart postgres-stall sqlite-kill storm)
 SCENARIOS=("$@")
 [ "${#SCENARIOS[@]}" -gt 0 ] || SCENARIOS=("${ALL[@]}")
 for s in "${SCENARIOS[@]}"; do
@@ -76,7 +81,7 @@ declare -A PID=() PORT=()
 BENCH_PID=""
 NEED_PG=0
 for s in "${SCENARIOS[@]}"; do
-    case "$s" in instance-kill | redis-outage | postgres-restart) NEED_PG=1 ;; esac
+    case "$s" in load-two | instance-kill | redis-outage | postgres-*) NEED_PG=1 ;; esac
 done
 
 # shellcheck source=lib/pg-redis.sh
@@ -100,6 +105,7 @@ cleanup() {
     set +e
     [ -z "$BENCH_PID" ] || kill -TERM "$BENCH_PID" 2>/dev/null
     stop_boards
+    log "stopping PostgreSQL and Redis"
     pgr_stop "$rc"
     if [ "$rc" -ne 0 ]; then
         for f in "$WORK"/*.log; do
@@ -198,6 +204,7 @@ row = [name, what, str(r["viewers_connected"]), str(p["acked"]), str(a.get("foun
        str(a.get("lost", "-")), str(a.get("duplicated", "-")), str(d["lost"]), str(d["duplicates"]),
        refusals, f'{p["refusal_max_ms"]:.0f} ms' if p["refused"] else "-", str(p["hung"]), back_s,
        f'{d["ms"]["p99"]:.0f} ms',
+       f'{d["cross_instance_ms"]["p99"]:.0f} ms' if d.get("cross_instance_ms") else "-",
        f'{p["acked_per_s_saturated"]:.0f} (saturated)' if p.get("acked_per_s_saturated") else f'{p["acked_per_s"]:.0f}',
        str(p["resent"])]
 print("\t".join(row))
@@ -211,6 +218,10 @@ sys.exit(0 if rc == 0 and not problems else 1)
 PY
     then
         FAILED+=("$name")
+    fi
+    if [ -n "${BOARD_FAULTS_JSON_DIR:-}" ]; then
+        mkdir -p "$BOARD_FAULTS_JSON_DIR"
+        cp "$WORK/$name.json" "$BOARD_FAULTS_JSON_DIR/" 2>/dev/null || true
     fi
     stop_boards
 }
@@ -241,6 +252,15 @@ scenario_saturate() {
         --posters "$SAT_POSTERS" --posts-in-flight "$IN_FLIGHT" --server-pid "${PID[saturate]}" \
         --warmup 0 --duration 3 --drain-timeout 20 --connect-timeout 60
     finish saturate "posts as fast as acknowledged"
+}
+
+scenario_load_two() {
+    pg_args
+    start_board a "${PG_ARGS[@]}"
+    start_board b "${PG_ARGS[@]}"
+    bench load-two "$(url a)" --also-url "$(url b)" --viewers "$VIEWERS" --board-threads 2 \
+        --post-rate "$RATE" --server-pid "${PID[a]}" --also-server-pid "${PID[b]}" "${common[@]}"
+    finish load-two "paced posts, two instances on PostgreSQL + Redis"
 }
 
 scenario_instance_kill() {
@@ -279,6 +299,19 @@ scenario_postgres_restart() {
     finish postgres-restart "PostgreSQL fast shutdown + start"
 }
 
+scenario_postgres_stall() {
+    pg_args
+    start_board a "${PG_ARGS[@]}"
+    start_board b "${PG_ARGS[@]}"
+    bench postgres-stall "$(url a)" --also-url "$(url b)" --faults --viewers "$VIEWERS" \
+        --board-threads 2 --post-rate "$RATE" "${common[@]}"
+    at_fault_time postgres-stall
+    pgr_pg_pause
+    sleep "$STALL"
+    pgr_pg_resume
+    finish postgres-stall "PostgreSQL stopped (SIGSTOP) ${STALL} s"
+}
+
 scenario_sqlite_kill() {
     start_board sqlite --db "$WORK/sqlite.db"
     # Killed 0.3 s into the burst of SAT_POSTERS × 5 posts: posts are in flight.
@@ -309,7 +342,7 @@ table="$(python3 - "$SUMMARY" <<'PY'
 import sys
 head = ["scenario", "fault", "viewers", "acked", "found", "lost", "duplicated",
         "deliveries lost", "deliveries twice", "refused", "slowest refusal", "hung",
-        "all viewers back live", "delivery p99", "acked/s", "re-sent"]
+        "all viewers back live", "delivery p99", "between instances p99", "acked/s", "re-sent"]
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 print("| " + " | ".join(head) + " |")
 print("|" + "---|" * len(head))

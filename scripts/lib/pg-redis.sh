@@ -7,6 +7,7 @@
 #   pgr_start "$WORK"        # initdb + postgres + redis-server on free ports under $WORK
 #   pgr_create_db NAME       # CREATE DATABASE NAME
 #   pgr_pg_stop_fast / pgr_pg_start     # a restart, as `pg_ctl stop -m fast` then start
+#   pgr_pg_pause / pgr_pg_resume        # SIGSTOP / SIGCONT the server and its backends
 #   pgr_redis_stop / pgr_redis_start    # by PID, then again on the same port
 #   pgr_stop                 # both, by PID (call from the caller's EXIT trap)
 #
@@ -117,6 +118,30 @@ pgr_pg_stop_fast() {
     PG_PID=""
 }
 
+# The postmaster and its children (backends, checkpointer, …), by PID.
+pgr_pg_pids() {
+    [ -n "$PG_PID" ] || return 0
+    echo "$PG_PID"
+    ps -o pid= --ppid "$PG_PID" 2>/dev/null || true
+}
+
+# A database that stops answering (a hung disk, a partition): every PostgreSQL process
+# is stopped until pgr_pg_resume.
+pgr_pg_pause() {
+    PGR_PAUSED="$(pgr_pg_pids | tr '\n' ' ')"
+    # shellcheck disable=SC2086
+    kill -STOP $PGR_PAUSED
+    pgr_log "postgres paused (SIGSTOP to $PGR_PAUSED)"
+}
+
+pgr_pg_resume() {
+    [ -n "${PGR_PAUSED:-}" ] || return 0
+    # shellcheck disable=SC2086
+    kill -CONT $PGR_PAUSED 2>/dev/null || true
+    pgr_log "postgres resumed"
+    PGR_PAUSED=""
+}
+
 pgr_create_db() {
     psql -q -h 127.0.0.1 -p "$PG_PORT" -U board -d postgres -c "CREATE DATABASE $1"
 }
@@ -154,14 +179,16 @@ pgr_redis_stop() {
 pgr_stop() {
     local rc="${1:-0}" pidfile pid
     [ -n "${PGR_WORK:-}" ] || return 0
+    pgr_pg_resume
     for pidfile in "$PGR_WORK/pg/postmaster.pid" "$PGR_WORK/redis/redis.pid"; do
         if [ -f "$pidfile" ]; then
             pid="$(head -n 1 "$pidfile")"
-            [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null
+            [ -n "$pid" ] && kill -INT "$pid" 2>/dev/null
         fi
     done
     [ -n "${REDIS_PID:-}" ] && kill -TERM "$REDIS_PID" 2>/dev/null
-    [ -n "${PG_PID:-}" ] && kill -TERM "$PG_PID" 2>/dev/null
+    # SIGINT: PostgreSQL's fast shutdown (SIGTERM would wait for every client to leave).
+    [ -n "${PG_PID:-}" ] && kill -INT "$PG_PID" 2>/dev/null
     local i alive
     for i in $(seq 1 50); do
         alive=0

@@ -290,7 +290,7 @@ test("resync point, backoff until stable, reopen after an error", { timeout: 60_
   });
   const conns = [];
   await context.routeWebSocket(/\/ws$/, (ws) => {
-    const c = { at: Date.now(), opens: [] };
+    const c = { at: Date.now(), opens: [], posts: [] };
     conns.push(c);
     const n = conns.length;
     ws.send(JSON.stringify({
@@ -299,6 +299,15 @@ test("resync point, backoff until stable, reopen after an error", { timeout: 60_
     }));
     ws.onMessage((text) => {
       const msg = JSON.parse(text);
+      if (msg.type === "post") {
+        // The first try fails as when the database is down; the second is saved.
+        c.posts.push(msg);
+        ws.send(JSON.stringify(c.posts.length === 1
+          ? { type: "error", code: "internal", client_id: msg.client_id,
+            message: "the post could not be confirmed as saved: the database is unavailable" }
+          : { type: "ack", client_id: msg.client_id, post: { ...post(15, 6), body: msg.body } }));
+        return;
+      }
       if (msg.type !== "open_thread") return;
       c.opens.push(msg);
       if (n === 1) {
@@ -337,6 +346,18 @@ test("resync point, backoff until stable, reopen after an error", { timeout: 60_
   const third = conns[3].at - conns[2].at;
   assert.ok(third >= 900, `the third retry waited ${third} ms: the backoff was reset`);
   assert.equal(conns[3].opens.length, 2, "a failed open is asked again on the same connection");
+
+  // A post the server could not confirm comes back into the form; sent again, it
+  // keeps its client_id (the server stores a client_id once: no double post).
+  await reply(page, "maybe saved, maybe not");
+  await page.waitForFunction(() => document.getElementById("r-error").textContent.includes("could not be confirmed"),
+    null, { timeout: TIMEOUT });
+  assert.equal(await page.inputValue("#r-body"), "maybe saved, maybe not", "the text is kept");
+  await page.click("#r-submit");
+  await waitForPost(page, "maybe saved, maybe not");
+  const sent = conns[3].posts;
+  assert.equal(sent.length, 2);
+  assert.equal(sent[1].client_id, sent[0].client_id, "the same client_id the second time");
   assert.deepEqual(errors, [], "no script errors");
   await context.close();
   await killServer(server.child);

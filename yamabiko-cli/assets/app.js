@@ -38,6 +38,9 @@
     thread: null, // { id, summary, posts: Map(id -> post), hasOlder, loadingOlder, missing }
     // client_id -> { msg, createdAt }
     pending: loadPending(),
+    // A post the server could not confirm (the database was down): sent again with
+    // the same text, it keeps its client_id, so it cannot be stored twice.
+    unconfirmed: null,
   };
 
   // ---------- small helpers ----------
@@ -346,6 +349,7 @@
       // The post was refused: take it back into its form so nothing typed is lost.
       state.pending.delete(msg.client_id);
       savePending();
+      state.unconfirmed = msg.code === "internal" ? p.msg : null;
       if (p.msg.type === "new_thread") {
         $("nt-submit").disabled = false;
         if (!$("nt-body").value) $("nt-body").value = p.msg.body;
@@ -540,6 +544,12 @@
   }
 
   function queuePost(msg) {
+    const u = state.unconfirmed;
+    if (u && u.type === msg.type && u.body === msg.body && u.thread_id === msg.thread_id &&
+        u.title === msg.title) {
+      msg.client_id = u.client_id;
+    }
+    state.unconfirmed = null;
     state.pending.set(msg.client_id, { msg, createdAt: Date.now() });
     savePending();
     send(msg);

@@ -70,6 +70,9 @@ pub const POST_WINDOW: Duration = Duration::from_secs(10);
 pub const MESSAGES_PER_WINDOW: usize = 100;
 /// Threads in the list.
 pub const THREAD_LIST_LEN: usize = 100;
+/// Longest wait for storage: past it, the page is told the database is unavailable
+/// (a post's outcome is then unknown, and a resend with its client id is stored once).
+pub const STORE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Reads of an opening, at most, when posts keep overflowing the hold
 /// ([`super::hub::HOLD_MAX`]); then the connection is closed with 1013.
 const OPEN_ATTEMPTS: usize = 3;
@@ -438,6 +441,19 @@ struct ClientState {
     messages: SlidingWindow,
 }
 
+/// A storage call bounded by [`STORE_TIMEOUT`]: no page waits longer for an answer.
+async fn within<T>(
+    call: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(STORE_TIMEOUT, call).await {
+        Ok(r) => r,
+        Err(_) => Err(StoreError::Backend(format!(
+            "no answer from the database within {} s",
+            STORE_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -476,9 +492,14 @@ impl ClientState {
                 ErrorCode::Internal
             }
         };
-        let message = match e {
-            StoreError::Backend(_) => "the server could not save or load that; try again".into(),
-            other => other.to_string(),
+        let message = match (e, &client_id) {
+            (StoreError::Backend(_), Some(_)) => "the post could not be confirmed as saved: the \
+                database is unavailable. Send it again in a moment (it will not appear twice)"
+                .into(),
+            (StoreError::Backend(_), None) => {
+                "the server could not load that: the database is unavailable; try again".into()
+            }
+            (other, _) => other.to_string(),
         };
         self.fault(ProtocolFault {
             code,
@@ -537,7 +558,7 @@ impl ClientState {
         // Watch first, then read: a post committed in between arrives twice at worst
         // (the page keeps the newest summary), never not at all.
         self.board.hub.set_view(self.id, View::List);
-        match self.board.store.list_threads(THREAD_LIST_LEN).await {
+        match within(self.board.store.list_threads(THREAD_LIST_LEN)).await {
             Ok(mut threads) => {
                 self.board.hub.fill_online(&mut threads);
                 self.reply(&ServerMsg::Threads { threads });
@@ -547,7 +568,7 @@ impl ClientState {
     }
 
     async fn open_thread(&mut self, thread_id: i64, after: Option<i64>) {
-        let before = match self.board.store.thread(thread_id).await {
+        let before = match within(self.board.store.thread(thread_id)).await {
             Ok(Some(t)) => t,
             Ok(None) => {
                 self.board.hub.set_view(self.id, View::Nothing);
@@ -565,14 +586,14 @@ impl ClientState {
         for _ in 0..OPEN_ATTEMPTS {
             let store = &self.board.store;
             let page = match after {
-                Some(after) => store.posts_after(thread_id, after, RESYNC_PAGE_SIZE).await,
-                None => store.latest_posts(thread_id, PAGE_SIZE).await,
+                Some(after) => within(store.posts_after(thread_id, after, RESYNC_PAGE_SIZE)).await,
+                None => within(store.latest_posts(thread_id, PAGE_SIZE)).await,
             };
             let page = match page {
                 Ok(p) => p,
                 Err(e) => return self.open_failed(e),
             };
-            let thread = match store.thread(thread_id).await {
+            let thread = match within(store.thread(thread_id)).await {
                 Ok(Some(mut t)) => {
                     t.online = self.board.hub.online(thread_id);
                     t
@@ -620,12 +641,7 @@ impl ClientState {
     }
 
     async fn older(&mut self, thread_id: i64, before: i64, limit: usize) {
-        match self
-            .board
-            .store
-            .posts_before(thread_id, before, limit)
-            .await
-        {
+        match within(self.board.store.posts_before(thread_id, before, limit)).await {
             Ok(page) => self.reply(&ServerMsg::OlderPosts {
                 thread_id,
                 posts: page.posts,
@@ -665,8 +681,8 @@ impl ClientState {
         };
         let board = self.board.clone();
         let result = match (thread_id, title) {
-            (Some(t), _) => board.store.create_post(t, new).await,
-            (None, Some(title)) => board.store.create_thread(title, new).await,
+            (Some(t), _) => within(board.store.create_post(t, new)).await,
+            (None, Some(title)) => within(board.store.create_thread(title, new)).await,
             (None, None) => return,
         };
         let committed = match result {

@@ -266,6 +266,9 @@ pub struct Ledger {
     pub ack_latency: Hist,
     /// Post sent → one viewer has it (every delivery).
     pub delivery_latency: Hist,
+    /// The same, for deliveries to a viewer on another instance than the post was
+    /// sent to (with several instances).
+    pub cross_latency: Hist,
     /// The threads of the run, by index.
     pub threads: Vec<ThreadState>,
     /// Every viewer's progress, by viewer index.
@@ -295,6 +298,7 @@ impl Ledger {
             counters: Counters::default(),
             ack_latency: Hist::new(8),
             delivery_latency: Hist::new(shards),
+            cross_latency: Hist::new(shards),
             threads: threads.iter().map(|&id| ThreadState::new(id)).collect(),
             marks: (0..viewers)
                 .map(|i| Mark {

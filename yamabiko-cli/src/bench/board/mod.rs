@@ -192,7 +192,8 @@ async fn create_threads(
                     seq: sent as u32,
                 };
                 let title = format!("bench {run:08x} thread {}", ids.len() + waiting + 1);
-                let msg = wire::new_thread(&title, &tag.body(0, 40), &tag.client_id());
+                let stamp = wire::Stamp { sent_ns: 0, via: 0 };
+                let msg = wire::new_thread(&title, &tag.body(stamp, 40), &tag.client_id());
                 conn.write_message(Message::text(msg)).await?;
                 sent += 1;
                 waiting += 1;
@@ -599,6 +600,7 @@ fn report(x: ReportInput<'_>) -> Report {
     let acked_per_s = acked_in_window as f64 / secs;
     let ack_h = l.ack_latency.merged();
     let del_h = l.delivery_latency.merged();
+    let cross_h = l.cross_latency.merged();
 
     // Post → every viewer of its thread; and deliveries missing.
     let mut all_h = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)
@@ -839,6 +841,10 @@ fn report(x: ReportInput<'_>) -> Report {
             "deliveries_per_s": window_deliveries as f64 / secs,
             "ms": {"p50": ms(&del_h, 0.5), "p99": ms(&del_h, 0.99), "p99_9": ms(&del_h, 0.999), "max": max_ms(&del_h)},
             "all_viewers_ms": {"p50": ms(&all_h, 0.5), "p99": ms(&all_h, 0.99), "max": max_ms(&all_h)},
+            "cross_instance_ms": (x.urls.len() > 1).then(|| serde_json::json!({
+                "deliveries": cross_h.len(),
+                "p50": ms(&cross_h, 0.5), "p99": ms(&cross_h, 0.99), "max": max_ms(&cross_h),
+            })),
             "posts_not_at_every_viewer": incomplete,
             "lost": lost_deliveries,
             "duplicates": get(&c.duplicates),
@@ -936,6 +942,16 @@ fn report(x: ReportInput<'_>) -> Report {
         ms(&all_h, 0.99),
         max_ms(&all_h)
     );
+    if x.urls.len() > 1 {
+        let _ = writeln!(
+            t,
+            "               between instances: {} deliveries, p50 {:.1} ms p99 {:.1} ms max {:.1} ms",
+            cross_h.len(),
+            ms(&cross_h, 0.5),
+            ms(&cross_h, 0.99),
+            max_ms(&cross_h)
+        );
+    }
     let _ = writeln!(
         t,
         "  checks       lost {lost_deliveries}, duplicates {}, out of order {}, early {}, mismatched {}; presence msgs {} ({:.2}/viewer/s)",

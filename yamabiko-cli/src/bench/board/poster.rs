@@ -119,7 +119,8 @@ pub async fn run(idx: usize, plan: Arc<PosterPlan>, ready: oneshot::Sender<()>) 
             break;
         }
         poster.expire();
-        let url = &plan.urls[(idx + reconnects) % plan.urls.len()];
+        let via = (idx + reconnects) % plan.urls.len();
+        let url = &plan.urls[via];
         let dialed = {
             let _permit = match ready.is_some() {
                 true => Some(plan.gate.acquire().await),
@@ -138,7 +139,7 @@ pub async fn run(idx: usize, plan: Arc<PosterPlan>, ready: oneshot::Sender<()>) 
                     ledger.counters.reconnects.fetch_add(1, Ordering::Relaxed);
                 }
                 let opened = Instant::now();
-                let end = poster.session(conn).await;
+                let end = poster.session(conn, via).await;
                 if opened.elapsed() >= STABLE_AFTER {
                     backoff.reset();
                 }
@@ -186,7 +187,7 @@ impl Poster {
 
     /// One connection: learn the limit, re-send what is unanswered, then post and
     /// take answers until the connection ends or there is nothing left to do.
-    async fn session(&mut self, mut conn: BoardConn) -> End {
+    async fn session(&mut self, mut conn: BoardConn, via: usize) -> End {
         let plan = self.plan.clone();
         let ledger = &plan.ledger;
         let (mut limit, mut window) = (5usize, Duration::from_secs(10));
@@ -250,7 +251,7 @@ impl Poster {
                         ledger.counters.late.fetch_add(1, Ordering::Relaxed);
                     }
                     slots.pop_front();
-                    if self.send_new(&mut conn, None).await.is_err() {
+                    if self.send_new(&mut conn, via, None).await.is_err() {
                         return End::Lost(1006);
                     }
                 }
@@ -262,7 +263,7 @@ impl Poster {
                 }, if saturating => {
                     let Some(permit) = permit else { continue };
                     slots.pop_front();
-                    if self.send_new(&mut conn, Some(permit)).await.is_err() {
+                    if self.send_new(&mut conn, via, Some(permit)).await.is_err() {
                         return End::Lost(1006);
                     }
                 }
@@ -301,6 +302,7 @@ impl Poster {
     async fn send_new(
         &mut self,
         conn: &mut BoardConn,
+        via: usize,
         permit: Option<OwnedSemaphorePermit>,
     ) -> Result<(), yamabiko::Error> {
         let plan = &self.plan;
@@ -315,7 +317,13 @@ impl Poster {
         let sent_ns = ledger.clock.now_ns();
         let text = wire::post(
             ledger.threads[thread].id,
-            &tag.body(sent_ns, plan.body_size),
+            &tag.body(
+                wire::Stamp {
+                    sent_ns,
+                    via: via as u32,
+                },
+                plan.body_size,
+            ),
             &tag.client_id(),
         );
         ledger.counters.posts_sent.fetch_add(1, Ordering::Relaxed);
@@ -369,7 +377,7 @@ impl Poster {
                     c.acked.fetch_add(1, Ordering::Relaxed);
                     if let Some(thread) = ledger.threads.iter().position(|t| t.id == post.thread_id)
                     {
-                        let sent_ns = Tag::parse_body(&post.body).map_or(0, |(_, ns)| ns);
+                        let sent_ns = Tag::parse_body(&post.body).map_or(0, |(_, s)| s.sent_ns);
                         ledger.ack(Acked {
                             thread,
                             id: post.id,

@@ -15,7 +15,7 @@
 
 use super::ledger::Ledger;
 use super::link::{close_code, dial, Backoff, BoardConn, STABLE_AFTER};
-use super::wire::{self, PostIn, Tag};
+use super::wire::{self, PostIn, Stamp, Tag};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -57,14 +57,18 @@ struct View {
     last_no: i64,
     /// The id of that post.
     last_id: i64,
-    /// Posts past a gap: number → (id, sent time).
-    held: BTreeMap<i64, (i64, Option<u64>)>,
+    /// Posts past a gap: number → (id, when and where sent).
+    held: BTreeMap<i64, (i64, Option<Stamp>)>,
     /// `open_thread` sent, its reply not yet received.
     awaiting: bool,
     /// Connected, subscribed and caught up.
     live: bool,
     /// Took part from the start.
     counted: bool,
+    /// Index of the instance it is connected to.
+    via: usize,
+    /// Whether there are several instances (deliveries between them are timed apart).
+    several: bool,
 }
 
 /// Runs viewer `idx` until `plan.stop`. `ready` is told once it is first live.
@@ -86,12 +90,15 @@ pub async fn run(
         awaiting: false,
         live: false,
         counted: false,
+        via: 0,
+        several: plan.urls.len() > 1,
     };
     let mut ready = Some(ready);
     let mut backoff = Backoff::new();
     let mut reconnects = 0usize;
     loop {
-        let url = &plan.urls[(idx + reconnects) % plan.urls.len()];
+        view.via = (idx + reconnects) % plan.urls.len();
+        let url = &plan.urls[view.via];
         let conn = if ready.is_some() {
             // First connection: at most a few dials at a time while setting up.
             let _permit = plan.gate.acquire().await;
@@ -308,7 +315,7 @@ impl View {
             c.duplicates.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let sent = Tag::parse_body(&p.body).map(|(_, ns)| ns);
+        let sent = Tag::parse_body(&p.body).map(|(_, s)| s);
         if p.no > self.last_no + 1 {
             c.gaps.fetch_add(1, Ordering::Relaxed);
             self.held.insert(p.no, (p.id, sent));
@@ -320,7 +327,7 @@ impl View {
         }
     }
 
-    fn accept(&mut self, no: i64, id: i64, sent: Option<u64>, ledger: &Ledger) {
+    fn accept(&mut self, no: i64, id: i64, sent: Option<Stamp>, ledger: &Ledger) {
         self.last_no = no;
         self.last_id = id;
         ledger.marks[self.idx].last_no.store(no, Ordering::Relaxed);
@@ -347,14 +354,16 @@ impl View {
             slot.count.fetch_add(1, Ordering::Relaxed);
             slot.last_ns.fetch_max(now, Ordering::Relaxed);
             if let Some(s) = sent {
-                slot.sent_ns.store(s, Ordering::Relaxed);
+                slot.sent_ns.store(s.sent_ns, Ordering::Relaxed);
             }
         });
         if let Some(s) = sent {
-            if ledger.window.contains(s) {
-                ledger
-                    .delivery_latency
-                    .record_ns(self.idx, now.saturating_sub(s));
+            if ledger.window.contains(s.sent_ns) {
+                let took = now.saturating_sub(s.sent_ns);
+                ledger.delivery_latency.record_ns(self.idx, took);
+                if self.several && s.via as usize != self.via {
+                    ledger.cross_latency.record_ns(self.idx, took);
+                }
             }
         }
     }
@@ -377,6 +386,8 @@ mod tests {
             awaiting: false,
             live: true,
             counted: true,
+            via: 0,
+            several: false,
         }
     }
 

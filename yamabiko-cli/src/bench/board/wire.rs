@@ -4,8 +4,9 @@
 //! small `serde_json` parse per message.
 //!
 //! Every post the generator writes carries, in its body, a tag naming the run, the
-//! poster and the post (`{run}.{poster}.{seq}`) and the time it was first sent (`@{ns}`
-//! on the generator's clock), so a viewer can time a delivery without asking anybody,
+//! poster and the post (`{run}.{poster}.{seq}`), the time it was first sent (`@{ns}`
+//! on the generator's clock) and the instance it was sent to (`/{i}`), so a viewer can
+//! time a delivery — and tell one that crossed instances — without asking anybody,
 //! and the final audit can find each post in the database by its tag.
 
 use serde::Deserialize;
@@ -113,6 +114,15 @@ pub const SETUP_POSTER: u32 = u32::MAX;
 /// Posters numbered above this are setup posters.
 pub const SETUP_POSTER_FLOOR: u32 = u32::MAX - 1_000_000;
 
+/// When and where a post was first sent, as its body says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    /// Nanoseconds on the generator's clock.
+    pub sent_ns: u64,
+    /// Index of the instance (URL) it was sent to.
+    pub via: u32,
+}
+
 /// Which post of which run: the part of a body and of a client id that names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Tag {
@@ -130,14 +140,14 @@ impl Tag {
         format!("b{:08x}-{}-{}", self.run, self.poster, self.seq)
     }
 
-    /// A body of `size` characters (at least the tag and the time) carrying the tag
-    /// and the time it was sent, in nanoseconds on the generator's clock.
-    pub fn body(&self, sent_ns: u64, size: usize) -> String {
+    /// A body of `size` characters (at least the tag and the stamp) carrying the tag
+    /// and when and where it was sent.
+    pub fn body(&self, stamp: Stamp, size: usize) -> String {
         let mut body = String::with_capacity(size.max(48));
         let _ = write!(
             body,
-            "{:08x}.{}.{}@{sent_ns} ",
-            self.run, self.poster, self.seq
+            "{:08x}.{}.{}@{}/{} ",
+            self.run, self.poster, self.seq, stamp.sent_ns, stamp.via
         );
         // Filler that compresses poorly would be more realistic; posts are short text.
         const FILL: &str = "yamabiko bench post: the quick brown fox jumps over the lazy dog. ";
@@ -148,11 +158,12 @@ impl Tag {
         body
     }
 
-    /// Reads the tag and the sent time back from a body written by [`Tag::body`].
-    pub fn parse_body(body: &str) -> Option<(Tag, u64)> {
+    /// Reads the tag and the stamp back from a body written by [`Tag::body`].
+    pub fn parse_body(body: &str) -> Option<(Tag, Stamp)> {
         // The server trims trailing whitespace: the tag may end the body.
         let head = body.split(' ').next()?;
-        let (tag, sent) = head.split_once('@')?;
+        let (tag, stamp) = head.split_once('@')?;
+        let (sent, via) = stamp.split_once('/')?;
         let mut parts = tag.split('.');
         let run = u32::from_str_radix(parts.next()?, 16).ok()?;
         let poster = parts.next()?.parse().ok()?;
@@ -160,7 +171,11 @@ impl Tag {
         if parts.next().is_some() {
             return None;
         }
-        Some((Tag { run, poster, seq }, sent.parse().ok()?))
+        let stamp = Stamp {
+            sent_ns: sent.parse().ok()?,
+            via: via.parse().ok()?,
+        };
+        Some((Tag { run, poster, seq }, stamp))
     }
 
     /// Reads the tag back from a client id made by [`Tag::client_id`].
@@ -188,12 +203,16 @@ mod tests {
             poster: 17,
             seq: 4242,
         };
+        let stamp = Stamp {
+            sent_ns: 123_456_789,
+            via: 1,
+        };
         for size in [0, 10, 100, 2000] {
-            let body = tag.body(123_456_789, size);
+            let body = tag.body(stamp, size);
             assert!(body.chars().count() >= size.min(2000));
             assert!(body.chars().count() <= 2000);
-            assert_eq!(Tag::parse_body(&body), Some((tag, 123_456_789)));
-            assert_eq!(Tag::parse_body(body.trim_end()), Some((tag, 123_456_789)));
+            assert_eq!(Tag::parse_body(&body), Some((tag, stamp)));
+            assert_eq!(Tag::parse_body(body.trim_end()), Some((tag, stamp)));
         }
         let id = tag.client_id();
         assert!(id.len() <= 64);
