@@ -134,7 +134,12 @@ pub async fn serve(
         let upgrader = upgrader.clone();
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
-            handle_tcp(board, upgrader, tcp, peer, shutdown).await;
+            // The handshake runs in its own (boxed) future, freed once it is done: a
+            // connection's task is then only as large as the connection's own state.
+            let upgraded = Box::pin(handle_tcp(&board, upgrader, tcp, peer, &shutdown)).await;
+            if let Some((conn, id, span)) = upgraded {
+                run_client(board, conn, id, shutdown).instrument(span).await;
+            }
             drop(permit);
         });
     }
@@ -150,42 +155,39 @@ pub async fn serve(
     Ok(())
 }
 
+/// Reads the request: answers plain HTTP (`None`), or upgrades `/ws` and returns the
+/// WebSocket connection with its number and log span.
 async fn handle_tcp(
-    board: Arc<Board>,
+    board: &Board,
     upgrader: Upgrader,
     mut tcp: TcpStream,
     peer: SocketAddr,
-    shutdown: CancellationToken,
-) {
-    // The handshake's futures are boxed: their state is freed once the connection is
-    // upgraded, instead of sizing every connection's task for the whole of its life.
+    shutdown: &CancellationToken,
+) -> Option<(yamabiko::Conn<TcpStream>, ClientId, tracing::Span)> {
     let read = tokio::select! {
-        _ = shutdown.cancelled() => return,
-        r = Box::pin(upgrader.read_request(&mut tcp)) => r,
+        _ = shutdown.cancelled() => return None,
+        r = upgrader.read_request(&mut tcp) => r,
     };
     let (request, leftover) = match read {
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(%peer, error = %e, "bad or no request");
-            return;
+            return None;
         }
     };
     if request.uri().path() != "/ws" {
-        Box::pin(serve_http(&mut tcp, &request)).await;
-        return;
+        serve_http(&mut tcp, &request).await;
+        return None;
     }
-    let conn = match Box::pin(upgrader.upgrade_request(tcp, &request, leftover)).await {
+    let conn = match upgrader.upgrade_request(tcp, &request, leftover).await {
         Ok(c) => c,
         Err(e) => {
             tracing::info!(%peer, error = %e, "websocket handshake refused");
-            return;
+            return None;
         }
     };
-    // The request's headers are not needed past the handshake.
-    drop(request);
     let id = board.next_client.fetch_add(1, Ordering::Relaxed);
-    let span = tracing::info_span!("client", id, %peer);
-    run_client(board, conn, id, shutdown).instrument(span).await;
+    Some((conn, id, tracing::info_span!("client", id, %peer)))
 }
 
 /// Answers a plain HTTP request with an embedded asset and closes the connection.
