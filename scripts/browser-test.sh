@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# End-to-end browser test of the bulletin board (`yamabiko serve`): builds the release
-# binary, installs Debian's chromium and the npm dependencies when missing, and runs
-# tests/browser/board.test.mjs with node's test runner. Writes docs/board-screenshot.png.
+# End-to-end browser tests of the bulletin board (`yamabiko serve`) and of the chat
+# example: builds the release binaries, installs Debian's chromium and the npm
+# dependencies when missing, and runs tests/browser/board.test.mjs and chat.test.mjs
+# with node's test runner. Writes docs/board-screenshot.png.
 # Exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,12 +32,15 @@ if ! fc-list :lang=ja 2>/dev/null | grep -q .; then
   need_pkg __no_such_command__ fonts-ipafont-gothic
 fi
 
-echo "browser-test: building the release binary"
+echo "browser-test: building the release binaries"
 cargo build --release -p yamabiko-cli
+cargo build --release -p yamabiko --example chat
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
 BIN="$TARGET_DIR/release/yamabiko"
 [ -x "$BIN" ] || { echo "browser-test: $BIN not found" >&2; exit 1; }
+CHAT_BIN="$TARGET_DIR/release/examples/chat"
+[ -x "$CHAT_BIN" ] || { echo "browser-test: $CHAT_BIN not found" >&2; exit 1; }
 
 cd "$ROOT/tests/browser"
 if [ ! -d node_modules/playwright-core ]; then
@@ -45,5 +49,5 @@ if [ ! -d node_modules/playwright-core ]; then
 fi
 
 echo "browser-test: running (chromium $(chromium --version 2>/dev/null | awk '{print $2}'))"
-YAMABIKO_BIN="$BIN" CHROMIUM="$(command -v chromium)" \
-  timeout 300 node --test --test-concurrency=1 board.test.mjs
+YAMABIKO_BIN="$BIN" CHAT_BIN="$CHAT_BIN" CHROMIUM="$(command -v chromium)" \
+  timeout 300 node --test --test-concurrency=1 board.test.mjs chat.test.mjs

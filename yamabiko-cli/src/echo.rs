@@ -18,7 +18,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use yamabiko::{CloseCode, Conn, Control, Error, Message, Upgrader};
 
+use crate::echo_broadcast::{broadcast_loop, parse_close_code, Broadcast, OnSlow};
 use crate::limits::{parse_duration_or_zero, shutdown_signal, ConnLimit, ConnPermit};
+use std::sync::Arc;
 
 /// How long a shutting-down server waits for its close handshakes (and an idle
 /// connection's close handshake may take) before dropping the connections.
@@ -63,6 +65,25 @@ pub struct EchoArgs {
     /// works with --tls-cert/--tls-key too.
     #[arg(long, conflicts_with = "single_thread")]
     blocking: bool,
+    /// Broadcast instead of echo: every text or binary message from any connection
+    /// goes, unchanged, to every open connection (the sender too), through a hub.
+    #[arg(long, conflicts_with = "blocking")]
+    broadcast: bool,
+    /// With --broadcast: the most unsent bytes a connection may have before
+    /// --on-slow applies to the next message.
+    #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
+    max_queued: usize,
+    /// With --broadcast: what happens to a message that would take a connection over
+    /// --max-queued.
+    #[arg(long, value_enum, default_value = "close")]
+    on_slow: OnSlow,
+    /// With --on-slow close: the close code (1008 policy violation, 1013 try again later).
+    #[arg(long, default_value = "1008", value_parser = parse_close_code)]
+    slow_close_code: u16,
+    /// With --on-slow close: how long a closed connection may take to receive what
+    /// was queued and the close frame before it is dropped.
+    #[arg(long, default_value = "5s", value_name = "SECS", value_parser = parse_duration_or_zero)]
+    slow_grace: Duration,
 }
 
 /// Runs the echo server until interrupted.
@@ -98,7 +119,7 @@ fn upgrader(args: &EchoArgs) -> Upgrader {
         .max_frame_size(args.max_frame_size)
         // An echo server is a test target: accept pages from any origin.
         .check_origin(|_| true)
-        .compression((!args.no_compression).then(|| yamabiko::Compression {
+        .compression((!args.no_compression).then(|| yamabiko::DeflateConfig {
             threshold: args.compression_threshold,
             ..Default::default()
         }))
@@ -115,6 +136,14 @@ async fn serve(args: EchoArgs) -> anyhow::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, scheme, "echo server listening");
     let limit = ConnLimit::new(args.max_conns);
     let idle = args.idle_timeout;
+    let broadcast = args.broadcast.then(|| {
+        Arc::new(Broadcast::new(
+            args.max_queued,
+            args.on_slow,
+            args.slow_close_code,
+            args.slow_grace,
+        ))
+    });
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     tokio::spawn({
@@ -131,12 +160,13 @@ async fn serve(args: EchoArgs) -> anyhow::Result<()> {
         let upgrader = upgrader.clone();
         let tls = tls.clone();
         let shutdown = shutdown.clone();
+        let broadcast = broadcast.clone();
         let task = match tls {
-            None => Either::Left(echo(upgrader, tcp, peer, idle, shutdown, permit)),
+            None => Either::Left(echo(upgrader, tcp, peer, idle, broadcast, shutdown, permit)),
             // Boxed: a TLS session is large, and plain connections should not pay
             // for it in every task.
             Some(acceptor) => Either::Right(Box::pin(echo_tls(
-                acceptor, upgrader, tcp, peer, idle, shutdown, permit,
+                acceptor, upgrader, tcp, peer, idle, broadcast, shutdown, permit,
             ))),
         };
         tracker.spawn(task);
@@ -153,12 +183,14 @@ async fn serve(args: EchoArgs) -> anyhow::Result<()> {
 }
 
 /// Completes the TLS handshake (bounded in time), then echoes.
+#[allow(clippy::too_many_arguments)]
 async fn echo_tls(
     acceptor: tokio_rustls::TlsAcceptor,
     upgrader: Upgrader,
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
     idle: Duration,
+    broadcast: Option<Arc<Broadcast>>,
     shutdown: CancellationToken,
     permit: ConnPermit,
 ) {
@@ -167,13 +199,14 @@ async fn echo_tls(
         a = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)) => a,
     };
     match accepted {
-        Ok(Ok(stream)) => echo(upgrader, stream, peer, idle, shutdown, permit).await,
+        Ok(Ok(stream)) => echo(upgrader, stream, peer, idle, broadcast, shutdown, permit).await,
         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
     }
 }
 
-/// Upgrades `stream` (TCP or TLS) and echoes (see [`echo_loop`]).
+/// Upgrades `stream` (TCP or TLS) and echoes (see [`echo_loop`]), or broadcasts
+/// (see [`broadcast_loop`]).
 ///
 /// A plain function returning the task, so that the task holds little besides the
 /// connection — a connection's memory is mostly this future. The handshake runs
@@ -184,11 +217,12 @@ fn echo<S>(
     stream: S,
     peer: SocketAddr,
     idle: Duration,
+    broadcast: Option<Arc<Broadcast>>,
     shutdown: CancellationToken,
     permit: ConnPermit,
 ) -> impl Future<Output = ()>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let upgrading = Box::pin(upgrade(upgrader, stream, peer, shutdown.clone()));
     async move {
@@ -201,7 +235,10 @@ where
                 None => return,
             }
         };
-        let reason = echo_loop(&mut conn, peer, idle, &shutdown).await;
+        let reason = match &broadcast {
+            None => echo_loop(&mut conn, peer, idle, &shutdown).await,
+            Some(b) => broadcast_loop(&mut conn, b, peer, idle, &shutdown).await,
+        };
         if let Some(reason) = reason {
             conn.set_read_deadline(None);
             match Box::pin(conn.close_with(CloseCode::GOING_AWAY, reason, SHUTDOWN_GRACE)).await {
@@ -307,7 +344,8 @@ where
 /// Echoes queued without a flush stop at this many payload bytes.
 const MAX_BATCH_BYTES: usize = 256 * 1024;
 
-fn log_end(peer: SocketAddr, e: &Error) {
+/// Logs the end of a connection when it was not a normal close.
+pub(crate) fn log_end(peer: SocketAddr, e: &Error) {
     if yamabiko::is_unexpected_close_error(e, &[CloseCode::NORMAL, CloseCode::GOING_AWAY]) {
         tracing::debug!(%peer, error = %e, "connection ended");
     }

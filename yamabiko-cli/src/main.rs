@@ -5,6 +5,7 @@ mod board;
 mod connect;
 mod echo;
 mod echo_blocking;
+mod echo_broadcast;
 mod game;
 mod limits;
 mod tls;

@@ -21,8 +21,14 @@ impl Drop for Killed {
 
 /// Starts `yamabiko echo` on a free port; returns it and its `ws://` URL.
 fn start_echo() -> (Killed, String) {
+    start_echo_with(&[])
+}
+
+/// Starts `yamabiko echo EXTRA...` on a free port; returns it and its `ws://` URL.
+fn start_echo_with(extra: &[&str]) -> (Killed, String) {
     let mut child = Command::new(BIN)
         .args(["echo", "--listen", "127.0.0.1:0", "--single-thread"])
+        .args(extra)
         .env("NO_COLOR", "1")
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
@@ -143,4 +149,85 @@ fn remote_targets_are_refused() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--allow-remote"));
+}
+
+#[test]
+fn broadcast_runs_count_every_delivery() {
+    let (echo, url) = start_echo_with(&["--broadcast"]);
+    let pid = echo.0.id().to_string();
+    let common = [
+        "--broadcast",
+        "--subscribers",
+        "20",
+        "--size",
+        "64",
+        "--warmup",
+        "0.3",
+        "--duration",
+        "1",
+        "--server-pid",
+        &pid,
+    ];
+    for mode in [
+        &["--inflight", "4"][..],
+        &["--rate", "500"][..],
+        &["--text", "--inflight", "2"][..],
+    ] {
+        let args: Vec<&str> = std::iter::once(url.as_str())
+            .chain(common.iter().copied())
+            .chain(mode.iter().copied())
+            .collect();
+        let report = bench(&args);
+        assert_eq!(report["errors"], 0, "{report}");
+        assert_eq!(report["lost"], 0, "{report}");
+        let published = report["published"].as_u64().unwrap();
+        assert!(published > 0, "{report}");
+        assert_eq!(
+            report["deliveries_received"].as_u64().unwrap(),
+            published * 20,
+            "{report}"
+        );
+        assert!(
+            report["fanout_us"]["p99"].as_f64().unwrap() > 0.0,
+            "{report}"
+        );
+    }
+}
+
+#[test]
+fn broadcast_with_a_stalled_subscriber_reports_its_closing() {
+    let (echo, url) = start_echo_with(&[
+        "--broadcast",
+        // Room for a burst of 8 messages of 8 KiB (all published before the
+        // connections' readers run), not for a subscriber that reads nothing.
+        "--max-queued",
+        "262144",
+        "--on-slow",
+        "close",
+        "--slow-grace",
+        "200ms",
+    ]);
+    let pid = echo.0.id().to_string();
+    let report = bench(&[
+        &url,
+        "--broadcast",
+        "--subscribers",
+        "5",
+        "--stalled",
+        "1",
+        "--size",
+        "8192",
+        "--inflight",
+        "8",
+        "--warmup",
+        "0.3",
+        "--duration",
+        "1.5",
+        "--server-pid",
+        &pid,
+    ]);
+    // The others lost nothing; the stalled one was closed.
+    assert_eq!(report["errors"], 0, "{report}");
+    assert_eq!(report["lost"], 0, "{report}");
+    assert_eq!(report["stalled_closed_by_server"], 1, "{report}");
 }

@@ -85,7 +85,7 @@ async fn blocking_echo_serves_wss() {
             .dial(&format!("wss://{addr}/"))
             .await
             .unwrap();
-        assert!(conn.with_stream(|s| s.is_tls()));
+        assert_eq!(conn.with_stream(|s| s.is_tls()), Some(true));
         for size in [5usize, 100_000] {
             let msg = Message::binary(vec![b'z'; size]);
             conn.write_message(msg.clone()).await.unwrap();

@@ -29,7 +29,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         // `client_no_context_takeover`: cases 13.2, 13.5 and 13.6 play a server that asks
         // for it, which Autobahn allows only when the client offered it (RFC 7692
         // §7.1.1.2). Every message is compressed (threshold 0), as the cases expect.
-        .compression(Some(yamabiko::Compression {
+        .compression(Some(yamabiko::DeflateConfig {
             threshold: 0,
             client_no_context_takeover: true,
             ..Default::default()

@@ -9,7 +9,7 @@ use axum::response::{Html, Response};
 use axum::routing::get;
 use axum::Router;
 use yamabiko::upgrade::axum::WebSocketUpgrade;
-use yamabiko::Compression;
+use yamabiko::DeflateConfig;
 
 const PAGE: &str = r#"<!doctype html>
 <meta charset="utf-8"><title>yamabiko + axum</title>
@@ -26,7 +26,7 @@ const PAGE: &str = r#"<!doctype html>
 /// an echo answers a compressed message compressed (Autobahn's 12.* and 13.* cases
 /// expect that).
 async fn echo(ws: WebSocketUpgrade) -> Response {
-    ws.compression(Some(Compression {
+    ws.compression(Some(DeflateConfig {
         threshold: 0,
         ..Default::default()
     }))

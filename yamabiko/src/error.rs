@@ -7,6 +7,23 @@ use std::fmt;
 use std::io;
 
 /// Everything that can go wrong on a WebSocket connection.
+///
+/// Messages follow the Rust API guidelines: lowercase, no trailing punctuation, and
+/// never the text of [`source()`](std::error::Error::source) again. A variant that
+/// wraps another error prints a short context and the wrapped error's message, and its
+/// `source()` continues *below* that error (the wrapped error's own source), so an
+/// error-chain reporter prints each message once:
+///
+/// ```
+/// use std::error::Error as _;
+/// let e = yamabiko::Error::Handshake(yamabiko::proto::handshake::HandshakeError::OriginRejected);
+/// assert_eq!(e.to_string(), "handshake failed: request origin not allowed");
+/// assert!(e.source().is_none());
+/// ```
+///
+/// To tell a connection that ended apart from other failures, match [`Error::Closed`]
+/// (the peer's close frame, or code 1006 when the transport just ended) and
+/// [`Error::AlreadyClosed`] (this side called `close`), or use [`is_close_error`].
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
@@ -23,6 +40,11 @@ pub enum Error {
     Closed(CloseFrame),
     /// A close frame was already sent; no more data can be written.
     CloseSent,
+    /// A [`Hub`](crate::Hub) closed the connection because it fell behind: its unsent
+    /// bytes reached a subscription's bound under
+    /// [`Overflow::Close`](crate::hub::Overflow::Close). Carries the close frame that
+    /// was sent. Every later read returns it again.
+    TooSlow(CloseFrame),
     /// The read or write deadline has passed.
     Timeout,
     /// The caller asked for something the protocol does not allow (e.g. a control
@@ -30,6 +52,7 @@ pub enum Error {
     InvalidInput(String),
     /// JSON encoding or decoding failed.
     #[cfg(feature = "json")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
     Json(serde_json::Error),
     /// A client's handshake got another answer than `101 Switching Protocols`; it
     /// carries the status, headers and the start of the body (gorilla's
@@ -40,7 +63,24 @@ pub enum Error {
     Tls(rustls::Error),
     /// The URL cannot be dialled: not `ws://` or `wss://`, no host, malformed.
     Url(String),
+    /// This side closed the connection with `close()` (from the connection, either
+    /// half or a [`ControlHandle`](crate::ControlHandle)): the transport is gone, and
+    /// every later read or write of any half or handle returns this.
+    AlreadyClosed,
 }
+
+/// The marker inside the `io::Error` a transport closed with `close()` reports, so
+/// that the drivers can turn it into [`Error::AlreadyClosed`].
+#[derive(Debug)]
+pub(crate) struct LocalClose;
+
+impl fmt::Display for LocalClose {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("connection already closed")
+    }
+}
+
+impl std::error::Error for LocalClose {}
 
 /// An error that every later read of a connection returns again (a connection's reads
 /// end for good after a close frame, a protocol violation, a transport failure or a
@@ -48,18 +88,31 @@ pub enum Error {
 #[derive(Clone, Debug)]
 pub(crate) enum Sticky {
     Closed(CloseFrame),
+    TooSlow(CloseFrame),
     Protocol(ProtocolError),
     Io(io::ErrorKind, String),
     Handler(String),
+    LocalClose,
 }
 
 impl Sticky {
     pub(crate) fn to_error(&self) -> Error {
         match self {
             Sticky::Closed(f) => Error::Closed(f.clone()),
+            Sticky::TooSlow(f) => Error::TooSlow(f.clone()),
             Sticky::Protocol(p) => Error::Protocol(p.clone()),
             Sticky::Io(kind, msg) => Error::Io(io::Error::new(*kind, msg.clone())),
             Sticky::Handler(msg) => Error::InvalidInput(msg.clone()),
+            Sticky::LocalClose => Error::AlreadyClosed,
+        }
+    }
+
+    /// What a transport failure ends reads with.
+    pub(crate) fn from_io(e: &io::Error) -> Sticky {
+        if is_local_close(e) {
+            Sticky::LocalClose
+        } else {
+            Sticky::Io(e.kind(), e.to_string())
         }
     }
 
@@ -72,6 +125,31 @@ impl Sticky {
             }
             Err(e) => Sticky::Handler(e.to_string()),
         }
+    }
+}
+
+/// `reunite` was given the halves of two different connections; they are given back
+/// (`.0` the read half, `.1` the write half). Async and blocking halves alike. `?`
+/// turns it into an [`Error::InvalidInput`] (dropping the halves).
+pub struct ReuniteError<R, W>(pub R, pub W);
+
+impl<R, W> fmt::Debug for ReuniteError<R, W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ReuniteError(..)")
+    }
+}
+
+impl<R, W> fmt::Display for ReuniteError<R, W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("tried to reunite the halves of two different connections")
+    }
+}
+
+impl<R, W> std::error::Error for ReuniteError<R, W> {}
+
+impl<R, W> From<ReuniteError<R, W>> for Error {
+    fn from(e: ReuniteError<R, W>) -> Self {
+        Error::InvalidInput(e.to_string())
     }
 }
 
@@ -90,36 +168,54 @@ impl Error {
     pub(crate) fn abnormal_closure() -> Error {
         Error::Closed(CloseFrame::new(CloseCode::ABNORMAL, ""))
     }
+
+    /// A transport error: [`Error::AlreadyClosed`] when the transport was closed with
+    /// `close()`, [`Error::Io`] otherwise.
+    pub(crate) fn from_io(e: io::Error) -> Error {
+        if is_local_close(&e) {
+            Error::AlreadyClosed
+        } else {
+            Error::Io(e)
+        }
+    }
+}
+
+fn is_local_close(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<LocalClose>())
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Io(e) => write!(f, "websocket: i/o: {e}"),
-            Error::Handshake(e) => write!(f, "websocket: handshake: {e}"),
-            Error::Protocol(e) => write!(f, "websocket: protocol error: {e}"),
-            Error::Closed(c) => write!(f, "websocket: close {c}"),
-            Error::CloseSent => f.write_str("websocket: close sent"),
-            Error::Timeout => f.write_str("websocket: deadline exceeded"),
-            Error::InvalidInput(e) => write!(f, "websocket: {e}"),
+            Error::Io(e) => write!(f, "i/o error: {e}"),
+            Error::Handshake(e) => write!(f, "handshake failed: {e}"),
+            Error::Protocol(e) => write!(f, "protocol error: {e}"),
+            Error::Closed(c) => write!(f, "connection closed: {c}"),
+            Error::CloseSent => f.write_str("close frame already sent"),
+            Error::TooSlow(c) => write!(f, "closed as too slow: {c}"),
+            Error::Timeout => f.write_str("deadline exceeded"),
+            Error::InvalidInput(e) => write!(f, "invalid input: {e}"),
             #[cfg(feature = "json")]
-            Error::Json(e) => write!(f, "websocket: json: {e}"),
-            Error::BadHandshake(r) => write!(f, "websocket: bad handshake: {r}"),
-            Error::Tls(e) => write!(f, "websocket: tls: {e}"),
-            Error::Url(e) => write!(f, "websocket: bad url: {e}"),
+            Error::Json(e) => write!(f, "json error: {e}"),
+            Error::BadHandshake(r) => write!(f, "handshake refused: {r}"),
+            Error::Tls(e) => write!(f, "tls error: {e}"),
+            Error::Url(e) => write!(f, "invalid url: {e}"),
+            Error::AlreadyClosed => f.write_str("connection already closed"),
         }
     }
 }
 
 impl std::error::Error for Error {
+    /// Below the wrapped error, whose message `Display` already printed: the wrapped
+    /// error's own source, if any.
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Io(e) => Some(e),
-            Error::Handshake(e) => Some(e),
-            Error::Protocol(e) => Some(e),
+            Error::Io(e) => e.source(),
+            Error::Handshake(e) => e.source(),
+            Error::Protocol(e) => e.source(),
             #[cfg(feature = "json")]
-            Error::Json(e) => Some(e),
-            Error::Tls(e) => Some(e),
+            Error::Json(e) => e.source(),
+            Error::Tls(e) => e.source(),
             _ => None,
         }
     }
@@ -155,6 +251,7 @@ impl From<Error> for io::Error {
             Error::Io(e) => e,
             Error::Timeout => io::Error::new(io::ErrorKind::TimedOut, e),
             Error::InvalidInput(_) => io::Error::new(io::ErrorKind::InvalidInput, e),
+            Error::AlreadyClosed => io::Error::new(io::ErrorKind::NotConnected, e),
             other => io::Error::other(other),
         }
     }
@@ -190,5 +287,78 @@ mod tests {
             &Error::abnormal_closure(),
             &[CloseCode::NORMAL]
         ));
+    }
+
+    /// The messages of an error and of everything below it, as an error-chain
+    /// reporter prints them.
+    fn chain(e: &dyn std::error::Error) -> Vec<String> {
+        let mut out = vec![e.to_string()];
+        let mut next = e.source();
+        while let Some(s) = next {
+            out.push(s.to_string());
+            next = s.source();
+        }
+        out
+    }
+
+    #[derive(Debug)]
+    struct Outer(io::Error);
+    impl fmt::Display for Outer {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("certificate store unreadable")
+        }
+    }
+    impl std::error::Error for Outer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_chained_error_prints_each_message_once() {
+        let root = io::Error::new(io::ErrorKind::NotFound, "no such file");
+        let e = Error::Io(io::Error::other(Outer(root)));
+        assert_eq!(
+            chain(&e),
+            ["i/o error: certificate store unreadable", "no such file"]
+        );
+        let e = Error::Handshake(HandshakeError::OriginRejected);
+        assert_eq!(chain(&e), ["handshake failed: request origin not allowed"]);
+        let e = Error::Protocol(ProtocolError::InvalidUtf8);
+        assert_eq!(
+            chain(&e),
+            ["protocol error: invalid UTF-8 in text message or close reason"]
+        );
+    }
+
+    #[test]
+    fn messages_are_lowercase_without_trailing_punctuation() {
+        let mut all = vec![
+            Error::Io(io::Error::other("reset")),
+            Error::Handshake(HandshakeError::BadKey),
+            Error::Protocol(ProtocolError::ReservedBits),
+            Error::Closed(CloseFrame::new(1001, "bye")),
+            Error::CloseSent,
+            Error::Timeout,
+            Error::InvalidInput("control frame payload of 200 bytes exceeds 125".into()),
+            Error::Tls(rustls::Error::HandshakeNotComplete),
+            Error::Url("no host".into()),
+            Error::AlreadyClosed,
+        ];
+        #[cfg(feature = "json")]
+        all.push(Error::Json(
+            serde_json::from_str::<u8>("x").expect_err("not JSON"),
+        ));
+        for e in &all {
+            let text = e.to_string();
+            let first = text.chars().next().expect("empty message");
+            assert!(!first.is_uppercase(), "{text:?}");
+            assert!(!text.ends_with(['.', '!', ':']), "{text:?}");
+            assert!(!text.contains("websocket:"), "{text:?}");
+        }
+        assert_eq!(
+            Error::Closed(CloseFrame::new(1001, "bye")).to_string(),
+            "connection closed: 1001 (bye)"
+        );
     }
 }

@@ -8,7 +8,8 @@
 //! [`Conn::next_writer`]); control frames go out with [`Conn::write_control`]; close,
 //! ping and pong handlers have gorilla's defaults and run inside read calls.
 //!
-//! The echo server, whole:
+//! The echo server, whole; it needs tokio with the features
+//! `rt-multi-thread`, `macros` and `net`:
 //!
 //! ```no_run
 //! #[tokio::main]
@@ -36,12 +37,18 @@
 //!   anywhere through a [`ControlHandle`].
 //! * **Handlers run inside reads.** A ping is answered, and a close is echoed, only
 //!   while some task is reading. Keep a reader running.
-//! * **Closing.** [`Conn::close`] drops the transport at once (gorilla's `Close`);
+//! * **Closing.** [`Conn::close`] drops the transport at once (gorilla's `Close`), even
+//!   while the other half or a [`ControlHandle`] lives; the halves and handles have
+//!   [`close`](WriteHalf::close) too, so one task can end a connection another task is
+//!   reading. Whatever shared it then fails with [`Error::AlreadyClosed`].
 //!   [`Conn::close_with`] performs the close handshake. After the peer's close frame,
 //!   reads return [`Error::Closed`] with its code; a transport that ends without one
 //!   reports code 1006.
 //! * **Deadlines.** [`Conn::set_read_deadline`] / [`Conn::set_write_deadline`]: past
-//!   the instant, calls fail with [`Error::Timeout`]; `None` clears them.
+//!   the instant, calls fail with [`Error::Timeout`]; `None` clears them. Instants of
+//!   either clock are accepted, `std`'s or tokio's ([`IntoDeadline`]).
+//! * **Messages** are built from what you have: `&str` (any lifetime), `String`,
+//!   `&[u8]`, `Vec<u8>`, [`Bytes`](bytes::Bytes) all convert into a [`Message`].
 //! * **Limits.** Messages over 64 MiB or frames over 16 MiB (configurable) fail the
 //!   connection with close 1009 before their payload is buffered; every violation of
 //!   the protocol is a typed [`ProtocolError`] answered with its close code.
@@ -53,7 +60,9 @@
 //!
 //! 1. **A raw tokio stream**: [`Upgrader::upgrade`] on any `AsyncRead + AsyncWrite`
 //!    (the echo server above); [`Conn::from_raw`] wraps a stream whose handshake
-//!    happened elsewhere.
+//!    happened elsewhere. To serve pages on the same port, read the request with
+//!    [`Upgrader::read_request`], route with [`is_websocket_upgrade`], and answer with
+//!    [`Upgrader::upgrade_request`] or [`write_http_response`].
 //! 2. **Blocking, a thread per connection** ([`blocking`]): [`Upgrader::upgrade_blocking`]
 //!    and [`Dialer::dial_blocking`] on `std` streams, deadlines as socket timeouts:
 //!
@@ -75,14 +84,43 @@
 //!    modules carry a runnable example; `examples/hyper.rs` and `examples/axum.rs` are
 //!    whole servers.
 //!
-//! The protocol itself lives in [`proto`], a sans-IO core that knows nothing of sockets.
+//! ## Fan-out
+//!
+//! [`Hub`] is publish/subscribe over connections: [`Hub::subscribe`] a [`Conn`] (or a
+//! [`WriteHalf`]) to a topic, [`Hub::publish`] a message to all its subscribers. The
+//! message is framed once; each subscriber's reader writes what was published to it,
+//! several messages in one write; a subscriber that falls behind is bounded in bytes
+//! and handled by its [`hub::Backpressure`] policy (drop newest, latest wins, or close).
+//! The [`hub`] module documentation has the model and a runnable example.
+//!
+//! The protocol itself lives in [`proto`], a sans-IO core that knows nothing of sockets;
+//! it is public on purpose, for programs that bring their own I/O.
+//!
+//! ## Examples
+//!
+//! `yamabiko/examples/` holds gorilla/websocket's examples, ported, each with a README
+//! and tests: `chat` (a hub broadcasting prepared messages, read and write pumps,
+//! pings and deadlines, slow clients dropped), `command` (a process's stdin and stdout
+//! over a socket), `filewatch` (a file pushed to the page when it changes) and
+//! `sans-io` (an echo server on `std::net::TcpStream` from [`proto`] alone); and
+//! `echo`, `blocking-echo`, `wss-echo`, `hyper`, `axum`.
+//!
+//! ## Errors
+//!
+//! Everything fails with one [`Error`]; its messages are lowercase and never repeat
+//! their [`source`](std::error::Error::source), so an error-chain reporter prints each
+//! once.
 
-#![warn(missing_docs)]
+#![warn(missing_docs, missing_debug_implementations)]
+// docs.rs (`--cfg docsrs`, nightly) marks what needs the `hyper`, `axum` or `json`
+// feature; stable builds never see this.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod blocking;
 pub mod client;
 pub mod conn;
 pub mod error;
+pub mod hub;
 pub mod message;
 pub mod prepared;
 pub mod proto;
@@ -90,16 +128,21 @@ pub mod server;
 pub mod upgrade;
 mod write_compression;
 
+/// The `bytes` crate, whose `Bytes` carry payloads and whose `BytesMut` holds the
+/// bytes read past a handshake ([`Upgrader::read_request`]).
+pub use bytes;
 pub use client::{Dialer, HandshakeResponse, MaybeTlsStream};
 pub use conn::{
-    CloseHandler, Config, Conn, ControlHandle, HandlerContext, MessageReader, MessageWriter,
-    PingHandler, PongHandler, ReadHalf, WriteHalf,
+    CloseHandler, Config, Conn, ControlHandle, HandlerContext, IntoDeadline, MessageReader,
+    MessageWriter, PingHandler, PongHandler, ReadHalf, WriteHalf,
 };
-pub use error::{is_close_error, is_unexpected_close_error, Error, Result};
+pub use error::{is_close_error, is_unexpected_close_error, Error, Result, ReuniteError};
 /// The `http` crate, whose request, response and header types the handshakes use.
 pub use http;
+pub use hub::Hub;
 pub use message::{Control, Message, Utf8Bytes};
 pub use prepared::PreparedMessage;
-pub use proto::deflate::DeflateConfig as Compression;
+pub use proto::deflate::DeflateConfig;
+pub use proto::handshake::is_websocket_upgrade;
 pub use proto::{CloseCode, CloseFrame, MessageKind, ProtocolError, Role};
-pub use server::{Negotiated, Upgrader};
+pub use server::{write_http_response, Negotiated, Upgrader};

@@ -75,9 +75,32 @@ impl From<String> for Utf8Bytes {
     }
 }
 
-impl From<&'static str> for Utf8Bytes {
-    fn from(s: &'static str) -> Self {
-        Utf8Bytes(Bytes::from_static(s.as_bytes()))
+/// Copies the text (a few bytes for the usual literal; pass a `String` to hand over a
+/// large text without a copy).
+impl From<&str> for Utf8Bytes {
+    fn from(s: &str) -> Self {
+        Utf8Bytes(Bytes::copy_from_slice(s.as_bytes()))
+    }
+}
+
+impl From<&String> for Utf8Bytes {
+    fn from(s: &String) -> Self {
+        Utf8Bytes::from(s.as_str())
+    }
+}
+
+impl From<Box<str>> for Utf8Bytes {
+    fn from(s: Box<str>) -> Self {
+        Utf8Bytes::from(String::from(s))
+    }
+}
+
+impl From<std::borrow::Cow<'_, str>> for Utf8Bytes {
+    fn from(s: std::borrow::Cow<'_, str>) -> Self {
+        match s {
+            std::borrow::Cow::Borrowed(s) => Utf8Bytes::from(s),
+            std::borrow::Cow::Owned(s) => Utf8Bytes::from(s),
+        }
     }
 }
 
@@ -94,6 +117,20 @@ impl PartialEq<&str> for Utf8Bytes {
 }
 
 /// A data message: gorilla's `TextMessage` / `BinaryMessage` with their payload.
+///
+/// The usual forms convert into a message, so `write_message` takes them as they are:
+/// text from `&str` (borrowed for any lifetime; copied), `&String`, `String`,
+/// `Cow<str>` and [`Utf8Bytes`]; binary from `&[u8]`, `&[u8; N]` (both copied),
+/// `Vec<u8>`, [`Bytes`] and `BytesMut`. Owned buffers are taken without a copy.
+///
+/// ```
+/// use yamabiko::{bytes::Bytes, Message};
+/// let line = String::from("hello");
+/// assert_eq!(Message::from(line.as_str()), Message::text("hello")); // any &str
+/// assert_eq!(Message::from(&line), Message::text("hello"));
+/// assert_eq!(Message::from(b"\x00\x01"), Message::binary(vec![0, 1]));
+/// assert_eq!(Message::from(&[0u8, 1][..]), Message::binary(Bytes::from_static(&[0, 1])));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
     /// A UTF-8 text message.
@@ -137,6 +174,14 @@ impl Message {
         }
     }
 
+    /// The payload as shared `Bytes`.
+    pub(crate) fn payload(&self) -> &Bytes {
+        match self {
+            Message::Text(t) => t.as_bytes(),
+            Message::Binary(b) => b,
+        }
+    }
+
     /// Payload length in bytes.
     pub fn len(&self) -> usize {
         self.as_bytes().len()
@@ -154,9 +199,27 @@ impl From<String> for Message {
     }
 }
 
-impl From<&'static str> for Message {
-    fn from(s: &'static str) -> Self {
+impl From<&str> for Message {
+    fn from(s: &str) -> Self {
         Message::text(s)
+    }
+}
+
+impl From<&String> for Message {
+    fn from(s: &String) -> Self {
+        Message::text(s)
+    }
+}
+
+impl From<std::borrow::Cow<'_, str>> for Message {
+    fn from(s: std::borrow::Cow<'_, str>) -> Self {
+        Message::text(s)
+    }
+}
+
+impl From<Utf8Bytes> for Message {
+    fn from(t: Utf8Bytes) -> Self {
+        Message::Text(t)
     }
 }
 
@@ -166,9 +229,27 @@ impl From<Vec<u8>> for Message {
     }
 }
 
+impl From<&[u8]> for Message {
+    fn from(b: &[u8]) -> Self {
+        Message::Binary(Bytes::copy_from_slice(b))
+    }
+}
+
+impl<const N: usize> From<&[u8; N]> for Message {
+    fn from(b: &[u8; N]) -> Self {
+        Message::Binary(Bytes::copy_from_slice(b))
+    }
+}
+
 impl From<Bytes> for Message {
     fn from(b: Bytes) -> Self {
         Message::Binary(b)
+    }
+}
+
+impl From<bytes::BytesMut> for Message {
+    fn from(b: bytes::BytesMut) -> Self {
+        Message::Binary(b.freeze())
     }
 }
 

@@ -13,6 +13,51 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 type OriginCheck = Arc<dyn Fn(&http::Request<()>) -> bool + Send + Sync>;
 
+/// Writes an HTTP/1.1 response (status line, headers, body; `Content-Length` added when
+/// missing) and flushes it: how a server that reads requests itself
+/// ([`Upgrader::read_request`]) answers those that are not WebSocket upgrades, on the
+/// same port. Not bounded in time: wrap it in `tokio::time::timeout` for slow peers.
+///
+/// ```no_run
+/// use yamabiko::http::{header, Response, StatusCode};
+/// use yamabiko::{is_websocket_upgrade, write_http_response, Upgrader};
+///
+/// # async fn serve(mut tcp: tokio::net::TcpStream, upgrader: Upgrader) -> yamabiko::Result<()> {
+/// let (request, leftover) = upgrader.read_request(&mut tcp).await?;
+/// if is_websocket_upgrade(&request) && request.uri().path() == "/ws" {
+///     let mut conn = upgrader.upgrade_request(tcp, &request, leftover).await?;
+///     conn.write_text("hello").await?;
+/// } else if request.uri().path() == "/" {
+///     let page = Response::builder()
+///         .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+///         .header(header::CONNECTION, "close")
+///         .body("<script>new WebSocket(`ws://${location.host}/ws`)</script>")
+///         .expect("valid headers");
+///     write_http_response(&mut tcp, &page).await?;
+/// } else {
+///     let missing = Response::builder()
+///         .status(StatusCode::NOT_FOUND)
+///         .header(header::CONNECTION, "close")
+///         .body("not found\n")
+///         .expect("valid headers");
+///     write_http_response(&mut tcp, &missing).await?;
+/// }
+/// # Ok(()) }
+/// ```
+pub async fn write_http_response<S, B>(
+    stream: &mut S,
+    response: &http::Response<B>,
+) -> std::io::Result<()>
+where
+    S: AsyncWrite + Unpin,
+    B: AsRef<[u8]>,
+{
+    stream
+        .write_all(&handshake::encode_response(response))
+        .await?;
+    stream.flush().await
+}
+
 /// Turns an HTTP/1.1 upgrade request into a [`Conn`] (gorilla's `Upgrader`).
 ///
 /// Build it once and share it; `upgrade` takes `&self`.

@@ -42,6 +42,16 @@ impl WriteCompression {
         (self.enabled && len >= self.threshold).then_some(&mut self.compressor)
     }
 
+    /// Messages shorter than this go out uncompressed.
+    pub(crate) fn threshold(&self) -> usize {
+        self.threshold
+    }
+
+    /// The compressor's settings, without using it.
+    pub(crate) fn settings(&self) -> &Compressor {
+        &self.compressor
+    }
+
     /// The compressor, for a streamed message that started compressed.
     pub(crate) fn compressor(&mut self) -> &mut Compressor {
         &mut self.compressor

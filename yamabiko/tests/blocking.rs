@@ -38,7 +38,7 @@ fn echo_server(upgrader: Upgrader, conns: usize) -> SocketAddr {
     addr
 }
 
-fn dial(addr: SocketAddr) -> Conn<yamabiko::blocking::MaybeTlsStream> {
+fn dial(addr: SocketAddr) -> Conn<yamabiko::blocking::BlockingStream> {
     let (mut conn, _) = Dialer::new()
         .dial_blocking(&format!("ws://{addr}/"))
         .unwrap();
@@ -182,7 +182,7 @@ fn split_halves_in_two_threads_with_write_control_from_a_third() {
         read.read_message().unwrap();
     }
     assert_eq!(pongs.load(Ordering::SeqCst), 20);
-    let conn = Conn::reunite(read, write).ok().expect("same connection");
+    let conn = Conn::reunite(read, write).expect("same connection");
     conn.close_with(CloseCode::NORMAL, "", WAIT).unwrap();
 }
 
@@ -366,8 +366,7 @@ fn refused_origin_is_a_403_for_the_blocking_dialer() {
             http::HeaderValue::from_static("https://evil.example"),
         )
         .dial_blocking(&format!("ws://{addr}/"))
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     match err {
         Error::BadHandshake(r) => {
             assert_eq!(r.status(), 403);
@@ -439,7 +438,7 @@ fn wss_through_rustls_stream_owned() {
         .unwrap()
         .dial_blocking(&format!("wss://{addr}/"))
         .unwrap();
-    assert!(conn.with_stream(|s| s.is_tls()));
+    assert_eq!(conn.with_stream(|s| s.is_tls()), Some(true));
     let control = conn.control_handle();
     let (mut read, mut write) = conn.split();
     read.set_read_deadline(Some(Instant::now() + WAIT));
@@ -460,7 +459,81 @@ fn wss_through_rustls_stream_owned() {
         );
     }
     let write = writer.join().unwrap();
-    let conn = Conn::reunite(read, write).ok().unwrap();
+    let conn = Conn::reunite(read, write).expect("same connection");
     conn.close_with(CloseCode::NORMAL, "", WAIT).unwrap();
     server.join().unwrap();
+}
+
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Point {
+    x: i32,
+    y: i32,
+}
+
+/// The halves keep JSON and the addresses; halves of different connections come back
+/// in an error that `?` turns into a `yamabiko::Error`.
+#[test]
+fn blocking_halves_keep_json_addresses_and_reunite_with_question_mark() {
+    let addr = echo_server(Upgrader::new(), 2);
+    let (mut read, mut write) = dial(addr).split();
+    assert_eq!(read.peer_addr().unwrap(), addr);
+    assert_eq!(write.peer_addr().unwrap(), addr);
+    assert_eq!(read.local_addr().unwrap(), write.local_addr().unwrap());
+    write.write_json(&Point { x: 1, y: -2 }).unwrap();
+    assert_eq!(read.read_json::<Point>().unwrap(), Point { x: 1, y: -2 });
+
+    let (read_b, write_b) = dial(addr).split();
+    fn put_back<S>(
+        read: yamabiko::blocking::ReadHalf<S>,
+        write: yamabiko::blocking::WriteHalf<S>,
+    ) -> yamabiko::Result<Conn<S>> {
+        Ok(Conn::reunite(read, write)?)
+    }
+    let err = put_back(read, write_b).map(|_| ()).unwrap_err();
+    assert!(matches!(err, Error::InvalidInput(_)), "{err}");
+    let conn = Conn::reunite(read_b, write).expect_err("different connections");
+    let yamabiko::ReuniteError(read_b, _write) = conn;
+    drop(read_b);
+}
+
+/// One port for a page and a socket on the blocking API, without hand-written HTTP.
+#[test]
+fn blocking_server_answers_pages_and_upgrades_on_one_port() {
+    use yamabiko::http::{header, Response, StatusCode};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        let upgrader = Upgrader::new();
+        for tcp in listener.incoming().take(2) {
+            let mut tcp = tcp.unwrap();
+            let (request, leftover) = upgrader.read_request_blocking(&mut tcp).unwrap();
+            if yamabiko::is_websocket_upgrade(&request) {
+                let mut conn = upgrader
+                    .upgrade_request_blocking(tcp, &request, leftover)
+                    .unwrap();
+                conn.write_text(request.uri().path()).unwrap();
+            } else {
+                let page = Response::builder()
+                    .status(StatusCode::NOT_FOUND)
+                    .header(header::CONNECTION, "close")
+                    .body(format!("no page at {}\n", request.uri().path()))
+                    .unwrap();
+                yamabiko::blocking::write_http_response(&mut tcp, &page).unwrap();
+            }
+        }
+    });
+    let mut tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(WAIT)).unwrap();
+    write!(tcp, "GET /page HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).unwrap();
+    assert_eq!(
+        response,
+        "HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 17\r\n\r\nno page at /page\n"
+    );
+    let (mut conn, _) = Dialer::new()
+        .dial_blocking(&format!("ws://{addr}/socket"))
+        .unwrap();
+    conn.set_read_deadline(Instant::now() + WAIT);
+    assert_eq!(conn.read_message().unwrap(), Message::text("/socket"));
 }

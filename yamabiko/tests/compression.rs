@@ -29,7 +29,7 @@ use yamabiko::proto::encoder::encode_frame;
 use yamabiko::proto::handshake::{build_request, generate_key, parse_response, validate_response};
 use yamabiko::proto::{OpCode, ProtocolError, Role};
 use yamabiko::{
-    CloseCode, Compression, Conn, Dialer, Error, Message, MessageKind, PreparedMessage, Upgrader,
+    CloseCode, Conn, DeflateConfig, Dialer, Error, Message, MessageKind, PreparedMessage, Upgrader,
 };
 
 /// The decompression-bomb test measures this process's memory; it takes this lock for
@@ -253,7 +253,7 @@ struct DeflateClient {
 
 impl DeflateClient {
     /// Connects, offers `client_offer(cfg)` and requires the server to accept.
-    async fn connect(addr: SocketAddr, cfg: &Compression) -> DeflateClient {
+    async fn connect(addr: SocketAddr, cfg: &DeflateConfig) -> DeflateClient {
         let (raw, params) = Self::handshake(addr, Some(&client_offer(cfg)), cfg).await;
         let params = params.expect("the server accepted permessage-deflate");
         DeflateClient {
@@ -269,7 +269,7 @@ impl DeflateClient {
     async fn handshake(
         addr: SocketAddr,
         offer: Option<&str>,
-        cfg: &Compression,
+        cfg: &DeflateConfig,
     ) -> (RawClient, Option<DeflateParams>) {
         let mut tcp = step("connect", TcpStream::connect(addr))
             .await
@@ -434,8 +434,8 @@ fn repeated_noise(block_len: usize, len: usize, seed: u64) -> Vec<u8> {
     block.iter().copied().cycle().take(len).collect()
 }
 
-fn compression(f: impl FnOnce(&mut Compression)) -> Compression {
-    let mut c = Compression::default();
+fn compression(f: impl FnOnce(&mut DeflateConfig)) -> DeflateConfig {
+    let mut c = DeflateConfig::default();
     f(&mut c);
     c
 }
@@ -493,15 +493,20 @@ async fn context_takeover_on_and_off() {
     // (client preferences, server preferences, server keeps its window, client keeps
     // its window)
     let cases = [
-        (Compression::default(), Compression::default(), true, true),
+        (
+            DeflateConfig::default(),
+            DeflateConfig::default(),
+            true,
+            true,
+        ),
         (
             compression(|c| c.server_no_context_takeover = true),
-            Compression::default(),
+            DeflateConfig::default(),
             false,
             true,
         ),
         (
-            Compression::default(),
+            DeflateConfig::default(),
             compression(|c| c.client_no_context_takeover = true),
             true,
             false,
@@ -585,18 +590,18 @@ async fn window_bits_8_9_and_15() {
         (both(9), both(9), 9, 9),
         (both(15), both(15), 15, 15),
         // Only the server asks for small windows, in both directions.
-        (Compression::default(), both(9), 9, 9),
+        (DeflateConfig::default(), both(9), 9, 9),
         // Only the client asks, for the server's window.
         (
             compression(|c| c.server_max_window_bits = 9),
-            Compression::default(),
+            DeflateConfig::default(),
             15,
             9,
         ),
         // Only the client limits its own window.
         (
             compression(|c| c.client_max_window_bits = 9),
-            Compression::default(),
+            DeflateConfig::default(),
             9,
             15,
         ),
@@ -747,7 +752,7 @@ async fn write_compression_switch_and_level_on_the_wire() {
             },
         )
         .await;
-        let mut client = DeflateClient::connect(addr, &Compression::default()).await;
+        let mut client = DeflateClient::connect(addr, &DeflateConfig::default()).await;
 
         let (frames, msg) = client.recv_message().await;
         assert!(!frames[0].header.rsv1, "compression switched off");
@@ -822,7 +827,7 @@ async fn streaming_writer_compresses_across_fragments() {
             Ok::<_, Error>(c.read_message().await)
         })
         .await;
-        let mut client = DeflateClient::connect(addr, &Compression::default()).await;
+        let mut client = DeflateClient::connect(addr, &DeflateConfig::default()).await;
         for (expected, kind) in [
             (text.as_bytes(), OpCode::Text),
             (&bin[..], OpCode::Binary),
@@ -873,7 +878,7 @@ async fn control_frames_between_compressed_fragments() {
     let _gate = MEMORY_GATE.read().await;
     bounded(async {
         let (addr, server) = echo_server(Upgrader::new().enable_compression(true)).await;
-        let mut c = DeflateClient::connect(addr, &Compression::default()).await;
+        let mut c = DeflateClient::connect(addr, &DeflateConfig::default()).await;
         let text = repetitive_text(30_000);
         for round in 0..3 {
             let mut wire = BytesMut::new();
@@ -1300,7 +1305,7 @@ async fn decompression_bomb_is_stopped_at_the_limit() {
                 panic!("no end to the message");
             })
             .await;
-            let client = DeflateClient::connect(addr, &Compression::default()).await;
+            let client = DeflateClient::connect(addr, &DeflateConfig::default()).await;
             let wire = bomb_frames(&compressed, fragments);
             drop(compressed);
             let RawClient { tcp, buf } = client.raw;
@@ -1449,7 +1454,7 @@ async fn corrupt_compressed_data_is_1007() {
 
         // Not DEFLATE at all: 0xff starts a block of the reserved type 3.
         let (addr, server) = echo_server(upgrader.clone()).await;
-        let mut c = DeflateClient::connect(addr, &Compression::default()).await;
+        let mut c = DeflateClient::connect(addr, &DeflateConfig::default()).await;
         c.raw
             .send_raw(&rsv1_frame(OpCode::Binary, true, &[0xff; 16]))
             .await;
@@ -1466,7 +1471,7 @@ async fn corrupt_compressed_data_is_1007() {
 
         // Valid DEFLATE that inflates to invalid UTF-8 in a text message.
         let (addr, server) = echo_server(upgrader.clone()).await;
-        let mut c = DeflateClient::connect(addr, &Compression::default()).await;
+        let mut c = DeflateClient::connect(addr, &DeflateConfig::default()).await;
         let mut bad = repetitive_text(1000).into_bytes();
         bad.extend_from_slice(&[0xc3, 0x28]);
         c.send_compressed(OpCode::Text, &bad, 2).await;
@@ -1482,7 +1487,7 @@ async fn corrupt_compressed_data_is_1007() {
         // previous message anyway.
         let no_takeover = compression(|c| c.client_no_context_takeover = true);
         let (addr, server) = echo_server(Upgrader::new().compression(Some(no_takeover))).await;
-        let mut c = DeflateClient::connect(addr, &Compression::default()).await;
+        let mut c = DeflateClient::connect(addr, &DeflateConfig::default()).await;
         assert!(c.params.client_no_context_takeover);
         let cheating = DeflateParams {
             client_no_context_takeover: false,
@@ -1537,9 +1542,9 @@ async fn rsv1_without_negotiated_compression_is_1002() {
 
         // The client offered, the server does not do compression: declined.
         let (addr, server) = echo_server(Upgrader::new()).await;
-        let offer = client_offer(&Compression::default());
+        let offer = client_offer(&DeflateConfig::default());
         let (mut raw, params) =
-            DeflateClient::handshake(addr, Some(&offer), &Compression::default()).await;
+            DeflateClient::handshake(addr, Some(&offer), &DeflateConfig::default()).await;
         assert_eq!(params, None);
         raw.send_raw(&rsv1_frame(OpCode::Binary, true, &compressed))
             .await;
@@ -1549,13 +1554,13 @@ async fn rsv1_without_negotiated_compression_is_1002() {
         // Negotiated, but RSV1 on a control frame or a continuation frame.
         let upgrader = Upgrader::new().enable_compression(true);
         let (addr, server) = echo_server(upgrader.clone()).await;
-        let mut c = DeflateClient::connect(addr, &Compression::default()).await;
+        let mut c = DeflateClient::connect(addr, &DeflateConfig::default()).await;
         c.raw.send_raw(&rsv1_frame(OpCode::Ping, true, b"")).await;
         c.raw.expect_close(1002).await;
         join(server).await;
 
         let (addr, server) = echo_server(upgrader).await;
-        let mut c = DeflateClient::connect(addr, &Compression::default()).await;
+        let mut c = DeflateClient::connect(addr, &DeflateConfig::default()).await;
         let mut out = BytesMut::new();
         c.tx.compress_chunk(b"first half, ", false, &mut out)
             .expect("compress");

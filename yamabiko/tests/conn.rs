@@ -806,7 +806,7 @@ async fn split_halves_in_two_tasks() {
             });
             let (rd, end) = join(reader).await;
             let (wr, n) = join(writer).await;
-            let conn = Conn::reunite(rd, wr).unwrap_or_else(|_| panic!("same connection"));
+            let conn = Conn::reunite(rd, wr).expect("same connection");
             drop(conn);
             (end, n)
         })
@@ -972,7 +972,7 @@ async fn local_and_peer_addresses() {
         assert_eq!(server_peer, client.local_addr().unwrap());
         assert!(server_peer.ip().is_loopback());
         // The stream itself is reachable too.
-        let nodelay = client.with_stream(|s| s.nodelay()).unwrap();
+        let nodelay = client.with_stream(|s| s.nodelay()).expect("open").unwrap();
         assert!(!nodelay);
         assert!(client.into_inner().is_some());
     })
@@ -1024,6 +1024,128 @@ async fn connection_futures_are_send() {
         join(task).await.expect("close handshake");
         let end = join(server).await.expect("upgrade");
         assert!(closed_with(&end, 1000), "{end:?}");
+    })
+    .await
+}
+
+/// What a newcomer reaches for after `split`: JSON, the addresses, a prepared message,
+/// and putting halves back together with `?`.
+#[tokio::test]
+async fn split_halves_keep_json_addresses_and_reunite_with_question_mark() {
+    bounded(async {
+        let (addr, server) = serve_one(Upgrader::new(), |conn| async move {
+            let (mut read, mut write) = conn.split();
+            assert_eq!(write.local_addr().unwrap(), read.local_addr().unwrap());
+            let peer = read.peer_addr().unwrap();
+            let mut note: Note = read.read_json().await.expect("json");
+            note.id += 1;
+            write.write_json(&note).await.expect("write json");
+            let conn = Conn::reunite(read, write).expect("same connection");
+            (peer, conn)
+        })
+        .await;
+        let mut client = connect(addr).await;
+        let note = Note {
+            id: 1,
+            text: "half".into(),
+            tags: vec![],
+        };
+        client.write_json(&note).await.unwrap();
+        let back: Note = step("json", client.read_json()).await.unwrap();
+        assert_eq!(back.id, 2);
+        let (peer, mut conn) = join(server).await.expect("upgrade");
+        assert_eq!(peer, client.local_addr().unwrap());
+        // A prepared message straight from the Conn, queued and flushed.
+        conn.queue_prepared(&yamabiko::PreparedMessage::new("prepared"))
+            .unwrap();
+        conn.flush().await.unwrap();
+        assert_eq!(
+            step("prepared", client.read_message()).await.unwrap(),
+            Message::text("prepared")
+        );
+
+        // Halves of two connections: the error gives them back, and `?` takes it.
+        let (addr2, _other) = serve_one(Upgrader::new(), |conn| async move { conn }).await;
+        let other = connect(addr2).await;
+        let (read_a, _write_a) = conn.split();
+        let (_read_b, write_b) = other.split();
+        fn put_back(
+            read: yamabiko::ReadHalf<tokio::net::TcpStream>,
+            write: yamabiko::WriteHalf<tokio::net::TcpStream>,
+        ) -> yamabiko::Result<Conn<tokio::net::TcpStream>> {
+            Ok(Conn::reunite(read, write)?)
+        }
+        let mismatch = Conn::reunite(read_a, write_b).expect_err("different connections");
+        let yamabiko::ReuniteError(read_a, write_b) = mismatch;
+        let err = put_back(read_a, write_b).map(|_| ()).unwrap_err();
+        assert!(matches!(err, Error::InvalidInput(_)), "{err}");
+        let boxed: Box<dyn std::error::Error> = Box::new(yamabiko::ReuniteError((), ()));
+        assert_eq!(
+            boxed.to_string(),
+            "tried to reunite the halves of two different connections"
+        );
+    })
+    .await
+}
+
+/// `write_message` takes borrowed text and bytes of any lifetime, not only literals.
+#[tokio::test]
+async fn borrowed_text_and_bytes_are_messages() {
+    bounded(async {
+        let (addr, server) = echo_server(Upgrader::new()).await;
+        let mut client = connect(addr).await;
+        let line = String::from("a line read at run time");
+        let bytes = vec![1u8, 2, 3];
+        client.write_message(line.as_str()).await.unwrap();
+        client.write_message(&line).await.unwrap();
+        client.write_message(&bytes[..]).await.unwrap();
+        client.write_message(b"raw").await.unwrap();
+        client
+            .write_message(yamabiko::bytes::Bytes::from(bytes.clone()))
+            .await
+            .unwrap();
+        client.write_text(line.as_str()).await.unwrap();
+        for want in [
+            Message::text(line.clone()),
+            Message::text(line.clone()),
+            Message::binary(bytes.clone()),
+            Message::binary(b"raw".to_vec()),
+            Message::binary(bytes),
+            Message::text(line),
+        ] {
+            assert_eq!(step("echo", client.read_message()).await.unwrap(), want);
+        }
+        client.close();
+        let _ = join(server).await;
+    })
+    .await
+}
+
+/// Deadlines take tokio's `Instant` as well as std's.
+#[tokio::test]
+async fn deadlines_take_tokio_instants() {
+    bounded(async {
+        let (addr, server) = serve_one(Upgrader::new(), |mut conn| async move {
+            conn.set_read_deadline(tokio::time::Instant::now() + Duration::from_millis(50));
+            let first = conn.read_message().await;
+            conn.set_read_deadline(None);
+            let second = conn.read_message().await;
+            (first, second)
+        })
+        .await;
+        let mut client = connect(addr).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        client
+            .write_control(
+                Control::ping("x"),
+                tokio::time::Instant::now() + STEP_TIMEOUT,
+            )
+            .await
+            .unwrap();
+        client.write_text("late").await.unwrap();
+        let (first, second) = join(server).await.expect("upgrade");
+        assert!(matches!(first, Err(Error::Timeout)), "{first:?}");
+        assert_eq!(second.unwrap(), Message::text("late"));
     })
     .await
 }

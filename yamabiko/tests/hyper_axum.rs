@@ -130,8 +130,7 @@ async fn hyper_refuses_a_foreign_origin_with_403_and_bad_requests_with_their_sta
             )
             .dial(&format!("ws://{addr}/ws"))
             .await
-            .err()
-            .expect("refused");
+            .expect_err("refused");
         match err {
             Error::BadHandshake(r) => assert_eq!(r.status(), 403),
             other => panic!("expected 403, got {other}"),
@@ -260,8 +259,7 @@ async fn axum_refuses_foreign_origin_and_non_websocket_requests() {
             )
             .dial(&format!("ws://{addr}/"))
             .await
-            .err()
-            .expect("refused");
+            .expect_err("refused");
         match err {
             Error::BadHandshake(r) => assert_eq!(r.status(), 403),
             other => panic!("expected 403, got {other}"),

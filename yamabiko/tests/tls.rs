@@ -87,8 +87,8 @@ async fn wss_round_trip_with_an_extra_root() {
         ] {
             let (mut conn, response) = dialer.dial(&url).await.unwrap();
             assert_eq!(response.status(), 101);
-            assert!(conn.with_stream(|s| s.is_tls()));
-            assert!(conn.with_stream(|s| s.tls_session().is_some()));
+            assert_eq!(conn.with_stream(|s| s.is_tls()), Some(true));
+            assert_eq!(conn.with_stream(|s| s.tls_session().is_some()), Some(true));
             conn.write_text("secret").await.unwrap();
             assert_eq!(conn.read_message().await.unwrap(), Message::text("secret"));
             let big = vec![0xA5u8; 300_000];

@@ -9,15 +9,13 @@
 //! * [`protocol`]: the JSON messages and their validation;
 //! * [`store`] / [`sqlite`] / [`postgres`]: storage behind the [`store::Storage`] trait;
 //! * [`hub`]: this server's connections and presence; [`order`]: in-order delivery of
-//!   each thread's posts into the hub; [`latest`]: online counts, latest-wins, per
-//!   connection;
+//!   each thread's posts into the hub;
 //! * [`broker`]: fan-out between servers over Redis, behind the [`hub::FanOut`] trait;
-//! * [`server`]: HTTP + WebSocket, the reader and writer task of each connection;
+//! * [`server`]: HTTP + WebSocket, the task of each connection;
 //! * [`ratelimit`]: the per-connection post limit.
 
 pub mod broker;
 pub mod hub;
-pub mod latest;
 pub mod order;
 pub mod postgres;
 pub mod protocol;
@@ -61,7 +59,9 @@ pub struct ServeArgs {
     /// Drop a connection silent (no pong, no message) for this long.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     idle_timeout: Duration,
-    /// A write taking longer marks the client too slow (close 1008).
+    /// How long a ping or a close frame may take to go out, and how long a client
+    /// closed as too slow (over 1 MiB unsent: close 1008) gets to take what was
+    /// queued before it is dropped.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     write_timeout: Duration,
     /// Most connections (page loads and WebSockets) served at once; beyond it new
@@ -118,7 +118,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         };
         let shutdown = CancellationToken::new();
         tokio::spawn(signal_shutdown(shutdown.clone()));
-        let hub = Arc::new(hub::Hub::new());
+        let hub = Arc::new(hub::Hub::new(args.write_timeout));
         tokio::spawn(hub::run_presence(hub.clone(), shutdown.clone()));
         let ordered = Arc::new(order::Ordered::new(store.clone(), hub.clone()));
         let redis = match &args.redis {

@@ -72,6 +72,29 @@ impl Ordered {
         });
     }
 
+    /// An opening's reply holds every post of `thread` up to number `no`: delivers
+    /// (from storage) those of them not delivered yet, so that none of them is
+    /// delivered after the opening goes live. Returns whether every post up to `no`
+    /// is delivered (a storage error or a very long gap can leave some, which may
+    /// then reach the page twice; the page keeps one of each).
+    pub async fn caught_up(&self, thread: &ThreadView, no: i64) -> bool {
+        let mut marks = self.marks.lock().await;
+        // Tracked since `watching` (a thread stops being tracked only when nobody here
+        // views it, and the opening connection does).
+        let Some(mark) = marks.get(&thread.id).copied() else {
+            return false;
+        };
+        if mark.no >= no {
+            return true;
+        }
+        let new = self
+            .fill(thread.id, mark, no.saturating_add(1), thread)
+            .await;
+        marks.insert(thread.id, new);
+        self.advanced.notify_waiters();
+        new.no >= no
+    }
+
     /// Delivers a committed post (and its thread's summary) in order.
     pub async fn deliver(&self, post: PostView, thread: ThreadView) {
         let deadline = tokio::time::Instant::now() + GAP_GRACE;
@@ -197,11 +220,10 @@ impl Ordered {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::board::hub::{Stop, View};
+    use crate::board::hub::testing::{client, TestClient};
+    use crate::board::hub::View;
     use crate::board::sqlite::SqliteStore;
     use crate::board::store::NewPost;
-    use tokio::sync::mpsc;
-    use tokio_util::sync::CancellationToken;
 
     fn new_post(i: usize) -> NewPost {
         NewPost {
@@ -212,13 +234,12 @@ mod tests {
         }
     }
 
-    /// Ids of the posts queued for a connection.
-    fn received(rx: &mut mpsc::Receiver<yamabiko::PreparedMessage>) -> Vec<i64> {
-        std::iter::from_fn(|| rx.try_recv().ok())
-            .filter_map(|m| {
-                let v: serde_json::Value = serde_json::from_slice(m.message().as_bytes()).ok()?;
-                (v["type"] == "post").then(|| v["post"]["id"].as_i64())?
-            })
+    /// Ids of the posts that reached a connection.
+    async fn received(c: &mut TestClient) -> Vec<i64> {
+        c.messages()
+            .await
+            .into_iter()
+            .filter_map(|v| (v["type"] == "post").then(|| v["post"]["id"].as_i64())?)
             .collect()
     }
 
@@ -229,23 +250,16 @@ mod tests {
         let path = dir.join("order.db");
         let _ = std::fs::remove_file(&path);
         let store = Arc::new(SqliteStore::open(&path).unwrap());
-        let hub = Arc::new(Hub::new());
+        let hub = Arc::new(Hub::new(std::time::Duration::from_secs(1)));
         let ordered = Ordered::new(store.clone(), hub.clone());
 
         let first = store.create_thread("t".into(), new_post(0)).await.unwrap();
         let t = first.thread.id;
-        let (tx, mut rx) = mpsc::channel(64);
-        hub.register(
-            1,
-            tx,
-            Arc::new(crate::board::latest::Latest::new()),
-            Arc::new(Stop::new(&CancellationToken::new())),
-        );
-        hub.set_view(1, View::Thread(t));
+        let mut page = client(&hub, 1, 1 << 16);
+        page.view(&hub, View::Thread(t));
         ordered.watching(&first.thread).await;
-        let reply = yamabiko::PreparedMessage::new(yamabiko::Message::text("{}"));
-        assert!(hub.finish_open(1, t, Some(first.post.id), reply));
-        let _ = rx.try_recv();
+        page.finish(&hub, t, Some(first.post.no));
+        page.messages().await;
 
         let mut posts = Vec::new();
         for i in 1..=5 {
@@ -260,14 +274,14 @@ mod tests {
         ordered.deliver(p, th).await;
         let (p, th) = send(1);
         ordered.deliver(p, th).await;
-        assert_eq!(received(&mut rx), ids[..2]);
+        assert_eq!(received(&mut page).await, ids[..2]);
         // 3 and 4 never arrive; after a catch-up the page has them, then 5 once.
         ordered.catch_up().await;
         let (p, th) = send(4);
         ordered.deliver(p, th).await;
-        assert_eq!(received(&mut rx), ids[2..]);
+        assert_eq!(received(&mut page).await, ids[2..]);
         // A thread nobody views here is not tracked.
-        hub.set_view(1, View::List);
+        page.view(&hub, View::List);
         let (p, th) = send(3);
         ordered.deliver(p, th).await;
         assert!(ordered.marks.lock().await.is_empty());
@@ -290,22 +304,15 @@ mod tests {
             inner: sqlite.clone(),
             reads: reads.clone(),
         });
-        let hub = Arc::new(Hub::new());
+        let hub = Arc::new(Hub::new(std::time::Duration::from_secs(1)));
         let ordered = Arc::new(Ordered::new(store.clone(), hub.clone()));
         let first = sqlite.create_thread("t".into(), new_post(0)).await.unwrap();
         let t = first.thread.id;
-        let (tx, mut rx) = mpsc::channel(64);
-        hub.register(
-            1,
-            tx,
-            Arc::new(crate::board::latest::Latest::new()),
-            Arc::new(Stop::new(&CancellationToken::new())),
-        );
-        hub.set_view(1, View::Thread(t));
+        let mut page = client(&hub, 1, 1 << 16);
+        page.view(&hub, View::Thread(t));
         ordered.watching(&first.thread).await;
-        let reply = yamabiko::PreparedMessage::new(yamabiko::Message::text("{}"));
-        assert!(hub.finish_open(1, t, Some(first.post.id), reply));
-        let _ = rx.try_recv();
+        page.finish(&hub, t, Some(first.post.no));
+        page.messages().await;
         let mut posts = Vec::new();
         for i in 1..=4 {
             posts.push(sqlite.create_post(t, new_post(i)).await.unwrap());
@@ -324,7 +331,7 @@ mod tests {
             w.await.unwrap();
         }
         let ids: Vec<i64> = posts.iter().map(|c| c.post.id).collect();
-        assert_eq!(received(&mut rx), ids);
+        assert_eq!(received(&mut page).await, ids);
         assert_eq!(
             reads.load(std::sync::atomic::Ordering::Relaxed),
             0,

@@ -2,15 +2,15 @@
 //!
 //! Each TCP connection's request head is read with [`Upgrader::read_request`]; `/ws`
 //! is upgraded, anything else gets an embedded asset (or 404) and the connection is
-//! closed. A WebSocket connection gets two tasks, as in gorilla's chat example:
-//!
-//! * the **reader** parses and validates each message, talks to storage and queues
-//!   replies; its read deadline is pushed out by every pong (and every message);
-//! * the **writer** drains the connection's bounded queue, batching what is ready into
-//!   one flush, and pings every [`Timing::ping_period`]. Writes have a deadline.
+//! closed. A WebSocket connection is one task: its reader parses and validates each
+//! message, talks to storage and sends replies through the [`Hub`] (to the
+//! connection's own topic); its read deadline is pushed out by every pong (and every
+//! message), and it pings every [`Timing::ping_period`]. What the hub queues on the
+//! connection — replies, posts, presence — the same reader writes out whenever it
+//! waits for input (see [`yamabiko::hub`]); a connection that falls
+//! [`super::hub::MAX_QUEUED_BYTES`] behind is closed with 1008.
 
-use super::hub::{prepare, BoardEvent, ClientId, FanOut, Hub, Stop, View, TOO_SLOW};
-use super::latest::Latest;
+use super::hub::{prepare, BoardEvent, ClientId, FanOut, Hub, Opened, Topic, View, Watching};
 use super::order::Ordered;
 use super::protocol::{
     parse_client, ClientMsg, ErrorCode, Limits, ProtocolFault, ServerMsg, MAX_BODY_CHARS,
@@ -24,12 +24,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-use yamabiko::{
-    CloseCode, Control, Error, Message, PreparedMessage, ReadHalf, Upgrader, WriteHalf,
-};
+use yamabiko::hub::Subscription;
+use yamabiko::{CloseCode, Control, Error, Message, ReadHalf, Upgrader, WriteHalf};
 
 /// Default of [`Timing::pong_wait`].
 pub const PONG_WAIT: Duration = Duration::from_secs(60);
@@ -45,7 +43,8 @@ pub struct Timing {
     pub ping_period: Duration,
     /// How long a peer may stay silent (no pong, no message) before it is dropped.
     pub pong_wait: Duration,
-    /// How long one write may take before the peer counts as too slow.
+    /// How long a ping or close frame may take to go out, and how long a peer closed
+    /// as too slow gets to take what was queued for it, before it is dropped.
     pub write_wait: Duration,
 }
 
@@ -58,8 +57,6 @@ impl Default for Timing {
         }
     }
 }
-/// Outbound messages a connection may have waiting.
-pub const QUEUE_LEN: usize = 256;
 /// Largest message a page may send (a 2,000-character body, escaped, fits easily).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Posts (and new threads) per connection per [`POST_WINDOW`].
@@ -145,7 +142,14 @@ pub async fn serve(
     }
     drop(listener);
     tracker.close();
-    tracing::info!(connections = board.hub.len(), "shutting down");
+    let stats = board.hub.stats();
+    tracing::info!(
+        connections = board.hub.len(),
+        delivered = stats.delivered,
+        dropped_counts = stats.dropped,
+        closed_slow = stats.closed_slow,
+        "shutting down"
+    );
     if tokio::time::timeout(Duration::from_secs(3), tracker.wait())
         .await
         .is_err()
@@ -254,13 +258,6 @@ async fn run_client(
     shutdown: CancellationToken,
 ) {
     tracing::info!(online = board.hub.len() + 1, "connected");
-    let (tx, rx) = mpsc::channel::<PreparedMessage>(QUEUE_LEN);
-    let latest = Arc::new(Latest::new());
-    let stop = Arc::new(Stop::new(&shutdown));
-    board
-        .hub
-        .register(id, tx.clone(), latest.clone(), stop.clone());
-
     let timing = board.timing;
     let (mut read, write) = conn.split();
     read.set_read_limit(MAX_MESSAGE_BYTES);
@@ -269,14 +266,14 @@ async fn run_client(
         ctx.set_read_deadline(Some(Instant::now() + timing.pong_wait));
         Ok(())
     });
-    let writer =
-        tokio::spawn(write_pump(write, rx, latest, stop.clone(), timing).in_current_span());
-
+    let own = board.hub.register(id, &write);
     let mut client = ClientState {
         board: board.clone(),
         id,
-        queue: tx,
-        stop: stop.clone(),
+        write,
+        view: Watching::default(),
+        close: None,
+        _own: own,
         posts: SlidingWindow::new(POSTS_PER_WINDOW, POST_WINDOW),
         messages: SlidingWindow::new(MESSAGES_PER_WINDOW, POST_WINDOW),
     };
@@ -290,33 +287,62 @@ async fn run_client(
             per_seconds: POST_WINDOW.as_secs(),
         },
     });
-    read_pump(&mut read, &mut client).await;
-
+    let close = read_pump(&mut read, &mut client, &shutdown).await;
     board.hub.unregister(id);
-    if !stop.is_stopped() {
-        stop.drop_now();
+    if let Some((code, reason)) = close {
+        let deadline = Instant::now() + timing.write_wait.min(Duration::from_secs(1));
+        match client
+            .write
+            .write_control(Control::close(code, reason), Some(deadline))
+            .await
+        {
+            Ok(()) | Err(Error::CloseSent) => {}
+            Err(e) => tracing::debug!(error = %e, "close frame not sent"),
+        }
     }
-    let _ = writer.await;
+    drop(client);
     tracing::info!(online = board.hub.len(), "disconnected");
 }
 
-/// Reads until the connection ends or is stopped.
-async fn read_pump(read: &mut ReadHalf<TcpStream>, client: &mut ClientState) {
-    let pong_wait = client.board.timing.pong_wait;
+/// Reads (and pings) until the connection ends; returns the close frame to send, if
+/// one is to be sent.
+async fn read_pump(
+    read: &mut ReadHalf<TcpStream>,
+    client: &mut ClientState,
+    shutdown: &CancellationToken,
+) -> Option<(CloseCode, &'static str)> {
+    let timing = client.board.timing;
+    let period = timing.ping_period;
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let result = tokio::select! {
-            _ = client.stop.stopped() => return,
+            _ = shutdown.cancelled() => {
+                return Some((CloseCode::GOING_AWAY, "server shutting down"));
+            }
+            _ = ping.tick() => {
+                let deadline = Instant::now() + timing.write_wait;
+                let ping = Control::ping(&b"board"[..]);
+                if let Err(e) = client.write.write_control(ping, Some(deadline)).await {
+                    tracing::debug!(error = %e, "ping failed");
+                    return None;
+                }
+                continue;
+            }
             r = read.read_message() => r,
         };
         match result {
             Ok(Message::Text(text)) => {
-                read.set_read_deadline(Some(Instant::now() + pong_wait));
+                read.set_read_deadline(Some(Instant::now() + timing.pong_wait));
                 // Boxed: the handler's state (storage calls, a post's strings) exists
                 // only while a message is handled, not in every idle connection's task.
                 Box::pin(client.handle(text.as_str())).await;
+                if let Some(close) = client.close {
+                    return Some(close);
+                }
             }
             Ok(Message::Binary(_)) => {
-                read.set_read_deadline(Some(Instant::now() + pong_wait));
+                read.set_read_deadline(Some(Instant::now() + timing.pong_wait));
                 client.fault(ProtocolFault::new(
                     ErrorCode::BadMessage,
                     "binary messages are not part of the protocol: send JSON text",
@@ -324,7 +350,11 @@ async fn read_pump(read: &mut ReadHalf<TcpStream>, client: &mut ClientState) {
             }
             Err(Error::Timeout) => {
                 tracing::info!("no pong within the read deadline, dropping");
-                return;
+                return None;
+            }
+            Err(Error::TooSlow(_)) => {
+                tracing::warn!("client too slow, disconnecting (close 1008)");
+                return None;
             }
             Err(e) => {
                 if yamabiko::is_unexpected_close_error(
@@ -339,106 +369,24 @@ async fn read_pump(read: &mut ReadHalf<TcpStream>, client: &mut ClientState) {
                 } else {
                     tracing::debug!(error = %e, "connection closed");
                 }
-                return;
+                return None;
             }
-        }
-        if client.stop.is_stopped() {
-            return;
         }
     }
 }
 
-/// Drains the queue (and the latest online counts) into the connection, pings, and
-/// sends the close frame at the end.
-async fn write_pump(
-    mut write: WriteHalf<TcpStream>,
-    mut rx: mpsc::Receiver<PreparedMessage>,
-    latest: Arc<Latest>,
-    stop: Arc<Stop>,
-    timing: Timing,
-) {
-    let period = timing.ping_period;
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let first = tokio::select! {
-            biased;
-            _ = stop.stopped() => break,
-            msg = rx.recv() => match msg {
-                Some(m) => Some(m),
-                None => break,
-            },
-            _ = latest.changed() => None,
-            _ = ping.tick() => {
-                let deadline = Instant::now() + timing.write_wait;
-                if let Err(e) = write.write_control(Control::ping(&b"board"[..]), Some(deadline)).await {
-                    tracing::debug!(error = %e, "ping failed");
-                    stop.drop_now();
-                    return;
-                }
-                continue;
-            }
-        };
-        write.set_write_deadline(Some(Instant::now() + timing.write_wait));
-        let mut queued = match first {
-            Some(m) => write.queue_prepared(&m),
-            None => Ok(()),
-        };
-        // Batch whatever else is ready into the same flush, the newest counts last.
-        for _ in 0..64 {
-            if queued.is_err() {
-                break;
-            }
-            match rx.try_recv() {
-                Ok(more) => queued = write.queue_prepared(&more),
-                Err(_) => break,
-            }
-        }
-        for m in latest.take() {
-            if queued.is_ok() {
-                queued = write.queue_prepared(&m);
-            }
-        }
-        let result = match queued {
-            Ok(()) => tokio::select! {
-                _ = stop.stopped() => break,
-                r = write.flush() => r,
-            },
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(()) => {}
-            Err(Error::Timeout) => {
-                tracing::warn!("write deadline passed, client too slow (close 1008)");
-                stop.close(TOO_SLOW.0, TOO_SLOW.1);
-                break;
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "write failed");
-                stop.drop_now();
-                return;
-            }
-        }
-    }
-    if let Some((code, reason)) = stop.close_reason() {
-        let deadline = Instant::now() + Duration::from_secs(1);
-        match write
-            .write_control(Control::close(code, reason), Some(deadline))
-            .await
-        {
-            Ok(()) | Err(Error::CloseSent) => {}
-            Err(e) => tracing::debug!(error = %e, "close frame not sent"),
-        }
-    }
-    stop.drop_now();
-}
-
-/// The reader's state: the connection's queue and its rate limits.
+/// The connection's state between reads: its write half (to subscribe and to send
+/// control frames), its subscriptions and its rate limits.
 struct ClientState {
     board: Arc<Board>,
     id: ClientId,
-    queue: mpsc::Sender<PreparedMessage>,
-    stop: Arc<Stop>,
+    write: WriteHalf<TcpStream>,
+    /// The subscriptions to what the connection views.
+    view: Watching,
+    /// Set when the connection is to be closed with this code and reason.
+    close: Option<(CloseCode, &'static str)>,
+    /// The subscription to the connection's own topic (replies).
+    _own: Subscription<Topic>,
     posts: SlidingWindow,
     messages: SlidingWindow,
 }
@@ -464,19 +412,17 @@ fn now_ms() -> i64 {
 }
 
 impl ClientState {
-    /// Queues a reply; a full queue disconnects the client.
+    /// Queues a reply (in order with what the hub queues on this connection); a
+    /// connection too far behind is closed (1008).
     fn reply(&self, msg: &ServerMsg) {
-        self.send(prepare(msg));
+        self.board.hub.send_to(self.id, &prepare(msg));
     }
 
-    fn send(&self, msg: PreparedMessage) {
-        match self.queue.try_send(msg) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!("client too slow, disconnecting (close 1008)");
-                self.stop.close(TOO_SLOW.0, TOO_SLOW.1);
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => self.stop.drop_now(),
+    /// Views something else: subscribes to it (before the caller reads storage, so
+    /// that nothing committed in between is missed) and leaves the old view.
+    fn watch(&mut self, view: View) {
+        if let Some(watching) = self.board.hub.set_view(self.id, view, &self.write) {
+            self.view = watching;
         }
     }
 
@@ -559,7 +505,7 @@ impl ClientState {
     async fn list_threads(&mut self) {
         // Watch first, then read: a post committed in between arrives twice at worst
         // (the page keeps the newest summary), never not at all.
-        self.board.hub.set_view(self.id, View::List);
+        self.watch(View::List);
         match within(self.board.store.list_threads(THREAD_LIST_LEN)).await {
             Ok(mut threads) => {
                 self.board.hub.fill_online(&mut threads);
@@ -573,17 +519,17 @@ impl ClientState {
         let before = match within(self.board.store.thread(thread_id)).await {
             Ok(Some(t)) => t,
             Ok(None) => {
-                self.board.hub.set_view(self.id, View::Nothing);
+                self.watch(View::Nothing);
                 return self.store_fault(StoreError::ThreadNotFound(thread_id), None);
             }
             Err(e) => return self.store_fault(e, None),
         };
         // Watch first, then read. From here on the thread's posts are held for this
         // connection until its reply is queued (`Hub::finish_open`), then the ones the
-        // reply lacks follow it: no live post reaches the page before the reply, and
-        // none is lost or sent twice. Live posts count from a point no later than the
-        // page (`Ordered::watching`).
-        self.board.hub.set_view(self.id, View::Thread(thread_id));
+        // reply lacks follow it and the connection goes live: no live post reaches the
+        // page before the reply, and none is lost or sent twice. Live posts count from
+        // a point no later than the page (`Ordered::watching`).
+        self.watch(View::Thread(thread_id));
         self.board.ordered.watching(&before).await;
         for _ in 0..OPEN_ATTEMPTS {
             let store = &self.board.store;
@@ -607,11 +553,20 @@ impl ClientState {
                 Some(_) => (false, page.more),
                 None => (page.more, false),
             };
-            // The reply holds every post of the thread up to its last one (or `after`);
-            // with `has_newer` the page asks again and the opening goes on.
+            // The reply holds every post of the thread up to its last one (and those
+            // up to `before`, committed before the read); with `has_newer` the page
+            // asks again and the opening goes on. Posts up to there that this server
+            // has not delivered yet go out now, so none comes again after the reply.
             let floor = match has_newer {
                 true => None,
-                false => Some(page.posts.last().map_or(after.unwrap_or(0), |p| p.id)),
+                false => {
+                    let last = page.posts.last().map_or(0, |p| p.no);
+                    let floor = last.max(before.post_count);
+                    if !self.board.ordered.caught_up(&before, floor).await {
+                        tracing::debug!(thread = thread_id, "opening before catching up");
+                    }
+                    Some(floor)
+                }
             };
             let reply = prepare(&ServerMsg::Thread {
                 thread,
@@ -619,7 +574,15 @@ impl ClientState {
                 has_older,
                 has_newer,
             });
-            if self.board.hub.finish_open(self.id, thread_id, floor, reply) {
+            let opened = self.board.hub.finish_open(
+                self.id,
+                thread_id,
+                floor,
+                &reply,
+                &self.write,
+                &mut self.view,
+            );
+            if opened != Opened::Overflowed {
                 return;
             }
             tracing::debug!(
@@ -631,14 +594,13 @@ impl ClientState {
             thread = thread_id,
             "could not open a thread under a flood of posts (close 1013)"
         );
-        self.stop
-            .close(CloseCode::TRY_AGAIN_LATER, "busy: reconnect and resync");
+        self.close = Some((CloseCode::TRY_AGAIN_LATER, "busy: reconnect and resync"));
     }
 
     /// The reads of an opening failed: the connection views nothing (the page asks
     /// again) and is told why.
-    fn open_failed(&self, e: StoreError) {
-        self.board.hub.set_view(self.id, View::Nothing);
+    fn open_failed(&mut self, e: StoreError) {
+        self.watch(View::Nothing);
         self.store_fault(e, None);
     }
 
@@ -725,7 +687,6 @@ impl ClientState {
         });
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -838,7 +799,7 @@ mod tests {
             release: Notify::new(),
         });
         let store: Arc<dyn Storage> = gated.clone();
-        let hub = Arc::new(Hub::new());
+        let hub = Arc::new(Hub::new(Duration::from_secs(1)));
         let ordered = Arc::new(Ordered::new(store.clone(), hub.clone()));
         let board = Arc::new(Board::new(
             store,
@@ -847,28 +808,57 @@ mod tests {
             ordered.clone(),
             Timing::default(),
         ));
-        let (tx, mut rx) = mpsc::channel(QUEUE_LEN);
-        let stop = Arc::new(Stop::new(&CancellationToken::new()));
-        hub.register(1, tx.clone(), Arc::new(Latest::new()), stop.clone());
+        // A server connection over loopback TCP, and the page's end.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dialing = TcpStream::connect(listener.local_addr().unwrap());
+        let (accepted, dialed) = tokio::join!(listener.accept(), dialing);
+        let config = yamabiko::Config::default();
+        let server = yamabiko::Conn::from_raw(
+            accepted.unwrap().0,
+            yamabiko::Role::Server,
+            &config,
+            Default::default(),
+        );
+        let mut page = yamabiko::Conn::from_raw(
+            dialed.unwrap(),
+            yamabiko::Role::Client,
+            &config,
+            Default::default(),
+        );
+        let (mut read, write) = server.split();
+        tokio::spawn(async move { while read.read_message().await.is_ok() {} });
+        let own = hub.register(1, &write);
         let mut client = ClientState {
             board,
             id: 1,
-            queue: tx,
-            stop,
+            write,
+            view: Watching::default(),
+            close: None,
+            _own: own,
             posts: SlidingWindow::new(POSTS_PER_WINDOW, POST_WINDOW),
             messages: SlidingWindow::new(MESSAGES_PER_WINDOW, POST_WINDOW),
         };
         let after = resync.then_some(first.post.id);
-        let opening = tokio::spawn(async move { client.open_thread(t, after).await });
+        let opening = tokio::spawn(async move {
+            client.open_thread(t, after).await;
+            client
+        });
         gated.entered.notified().await;
         // Another connection posts now: committed, then delivered to this server.
         let c = inner.create_post(t, new_post(1)).await.unwrap();
         ordered.deliver(c.post.clone(), c.thread.clone()).await;
         gated.release.notify_one();
-        opening.await.unwrap();
-        let sent = std::iter::from_fn(|| rx.try_recv().ok())
+        let client = opening.await.unwrap();
+        let mut received = Vec::new();
+        let wait = Duration::from_millis(200);
+        while let Ok(Ok(m)) = tokio::time::timeout(wait, page.read_message()).await {
+            received.push(m);
+        }
+        drop(client);
+        let sent = received
+            .iter()
             .filter_map(|m| {
-                let v: serde_json::Value = serde_json::from_slice(m.message().as_bytes()).unwrap();
+                let v: serde_json::Value = serde_json::from_slice(m.as_bytes()).unwrap();
                 match v["type"].as_str().unwrap() {
                     "thread" => Some(format!(
                         "thread {:?}",

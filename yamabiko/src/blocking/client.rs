@@ -4,7 +4,7 @@
 
 use super::server::{read_head, write_all_by};
 use super::shared::{is_timeout, timeout_until};
-use super::{Conn, MaybeTlsStream, Transport};
+use super::{BlockingStream, Conn, Transport};
 use crate::client::{bad_handshake, error_body_limit, tls, Dialer, Target};
 use crate::error::{Error, Result};
 use crate::proto::handshake;
@@ -23,7 +23,7 @@ impl Dialer {
     /// timeout (name resolution excepted: the system resolver blocks as long as it
     /// takes). Proxies are not supported here ([`Error::InvalidInput`]); open the
     /// tunnel yourself and use [`dial_blocking_with_stream`](Self::dial_blocking_with_stream).
-    pub fn dial_blocking(&self, url: &str) -> Result<(Conn<MaybeTlsStream>, http::Response<()>)> {
+    pub fn dial_blocking(&self, url: &str) -> Result<(Conn<BlockingStream>, http::Response<()>)> {
         if self.has_proxy() {
             return Err(Error::InvalidInput(
                 "the blocking dialer does not support proxies".into(),
@@ -49,9 +49,9 @@ impl Dialer {
                     Err(e) => return Err(tls::map_io_error(e)),
                 }
             }
-            MaybeTlsStream::Tls(Box::new(tls))
+            BlockingStream::Tls(Box::new(tls))
         } else {
-            MaybeTlsStream::Plain(tcp)
+            BlockingStream::Plain(tcp)
         };
         self.handshake_blocking(stream, &target, deadline)
     }

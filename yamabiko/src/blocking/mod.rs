@@ -16,6 +16,11 @@
 //!   timeouts before every system call ([`Transport`]).
 //! * [`Conn::split`] gives a [`ReadHalf`] and a [`WriteHalf`] for two threads;
 //!   a [`ControlHandle`] sends pings and closes from any thread.
+//! * `close()` — on the connection, either half or a handle — ends the connection at
+//!   once: a thread blocked reading or writing it returns [`Error::AlreadyClosed`]
+//!   (through the transport's [`ShutdownHandle`]; TCP and TLS over TCP have one).
+//! * A dialled connection runs over a [`BlockingStream`] (plain or TLS); the async
+//!   dialer's is [`MaybeTlsStream`](crate::MaybeTlsStream), a different type.
 //!
 //! ```no_run
 //! use std::net::TcpListener;
@@ -51,12 +56,12 @@ mod transport;
 mod write;
 
 pub use read::{MessageReader, ReadHalf};
-pub use transport::{MaybeTlsStream, Transport};
+pub use transport::{BlockingStream, ShutdownHandle, Transport};
 pub use write::{ControlHandle, MessageWriter, WriteHalf};
 
-use crate::conn::{Config, HandlerContext};
-use crate::error::{Error, Result};
-use crate::message::{Control, Message};
+use crate::conn::{Config, HandlerContext, IntoDeadline};
+use crate::error::{Error, Result, ReuniteError};
+use crate::message::{Control, Message, Utf8Bytes};
 use crate::proto::{CloseCode, CloseFrame, Decoder, DecoderConfig, MessageKind, Role};
 use bytes::{Bytes, BytesMut};
 use shared::Shared;
@@ -69,6 +74,17 @@ use std::time::{Duration, Instant};
 pub struct Conn<S> {
     read: ReadHalf<S>,
     write: WriteHalf<S>,
+}
+
+impl<S> std::fmt::Debug for Conn<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("blocking::Conn")
+            .field("role", &self.read.shared.role)
+            .field("subprotocol", &self.read.subprotocol())
+            .field("compression", &self.write.compression_negotiated())
+            .field("closed", &self.read.shared.is_closed())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<S: Transport> Conn<S> {
@@ -136,8 +152,8 @@ impl<S: Transport> Conn<S> {
         self.write.write_message(message)
     }
 
-    /// Sends a text message.
-    pub fn write_text(&mut self, text: impl Into<String>) -> Result<()> {
+    /// Sends a text message: a `&str`, a `String` or [`Utf8Bytes`].
+    pub fn write_text(&mut self, text: impl Into<Utf8Bytes>) -> Result<()> {
         self.write.write_text(text)
     }
 
@@ -162,8 +178,20 @@ impl<S: Transport> Conn<S> {
     }
 
     /// Sends a control frame. See [`ControlHandle::write_control`].
-    pub fn write_control(&self, control: Control, deadline: Option<Instant>) -> Result<()> {
+    pub fn write_control(&self, control: Control, deadline: impl IntoDeadline) -> Result<()> {
         self.write.write_control(control, deadline)
+    }
+
+    /// Splits into a read half and a write half for two threads. The read half's
+    /// automatic replies (pong, close) go out through the shared writer.
+    pub fn split(self) -> (ReadHalf<S>, WriteHalf<S>) {
+        self.read.shared.prepare_close();
+        (self.read, self.write)
+    }
+
+    /// A handle for sending control frames (and closing) from other threads.
+    pub fn control_handle(&self) -> ControlHandle<S> {
+        self.write.control_handle()
     }
 
     /// Closes gracefully: sends a close frame with `code` and `reason`, reads (and
@@ -194,44 +222,43 @@ impl<S: Transport> Conn<S> {
 }
 
 impl<S> Conn<S> {
-    /// Splits into a read half and a write half for two threads. The read half's
-    /// automatic replies (pong, close) go out through the shared writer.
-    pub fn split(self) -> (ReadHalf<S>, WriteHalf<S>) {
-        (self.read, self.write)
-    }
-
-    /// Puts the halves back together; gives them back if they are from different
-    /// connections.
-    #[allow(clippy::type_complexity)]
+    /// Puts the halves back together. Halves of different connections are an error
+    /// that gives them back ([`ReuniteError`]; `?` turns it into an [`Error`]).
+    // The error holds the same two halves as the `Conn` of the `Ok` side: no larger.
+    #[allow(clippy::result_large_err)]
     pub fn reunite(
         read: ReadHalf<S>,
         write: WriteHalf<S>,
-    ) -> std::result::Result<Self, Box<(ReadHalf<S>, WriteHalf<S>)>> {
+    ) -> std::result::Result<Self, ReuniteError<ReadHalf<S>, WriteHalf<S>>> {
         if Arc::ptr_eq(&read.shared, &write.shared) {
             Ok(Conn { read, write })
         } else {
-            Err(Box::new((read, write)))
+            Err(ReuniteError(read, write))
         }
     }
 
-    /// Drops the connection at once, without a close handshake (gorilla's `Close`).
+    /// Closes the connection at once, without a close handshake (gorilla's `Close`),
+    /// even while a [`ControlHandle`] lives (its calls then fail with
+    /// [`Error::AlreadyClosed`]). The halves and handles have the same
+    /// [`close`](WriteHalf::close), for closing from another thread.
     pub fn close(self) {
-        drop(self);
+        self.read.shared.close_now();
     }
 
-    /// The underlying stream; `None` while a [`ControlHandle`] still shares it.
+    /// The underlying stream; `None` while a [`ControlHandle`] still shares it, or
+    /// once the connection was closed.
     pub fn into_inner(self) -> Option<S> {
         let Conn { read, write } = self;
         let shared = read.shared.clone();
         drop(read);
         drop(write);
-        Arc::try_unwrap(shared).ok().map(Shared::into_inner)
+        Arc::try_unwrap(shared).ok().and_then(Shared::into_inner)
     }
 
-    /// Runs `f` with the underlying stream (e.g. to read socket options).
-    pub fn with_stream<R>(&self, f: impl FnOnce(&S) -> R) -> R {
-        let g = self.read.shared.lock();
-        f(&g.io)
+    /// Runs `f` with the underlying stream (e.g. to read socket options); `None` once
+    /// the connection was closed with `close` (by a half or a handle).
+    pub fn with_stream<R>(&self, f: impl FnOnce(&S) -> R) -> Option<R> {
+        self.read.shared.with_io(f)
     }
 
     /// The subprotocol agreed in the handshake, if any.
@@ -239,13 +266,15 @@ impl<S> Conn<S> {
         self.read.subprotocol()
     }
 
-    /// Sets the read deadline. See [`ReadHalf::set_read_deadline`].
-    pub fn set_read_deadline(&mut self, deadline: Option<Instant>) {
+    /// Sets the read deadline (a `std` or tokio instant, or `None`). See
+    /// [`ReadHalf::set_read_deadline`].
+    pub fn set_read_deadline(&mut self, deadline: impl IntoDeadline) {
         self.read.set_read_deadline(deadline);
     }
 
-    /// Sets the write deadline. See [`WriteHalf::set_write_deadline`].
-    pub fn set_write_deadline(&mut self, deadline: Option<Instant>) {
+    /// Sets the write deadline (a `std` or tokio instant, or `None`). See
+    /// [`WriteHalf::set_write_deadline`].
+    pub fn set_write_deadline(&mut self, deadline: impl IntoDeadline) {
         self.write.set_write_deadline(deadline);
     }
 
@@ -278,11 +307,6 @@ impl<S> Conn<S> {
         self.read.set_pong_handler(h);
     }
 
-    /// A handle for sending control frames from other threads.
-    pub fn control_handle(&self) -> ControlHandle<S> {
-        self.write.control_handle()
-    }
-
     /// Turns compression of outgoing messages on or off (when negotiated).
     pub fn enable_write_compression(&mut self, enable: bool) {
         self.write.enable_write_compression(enable);
@@ -299,29 +323,72 @@ impl<S> Conn<S> {
     }
 }
 
-impl Conn<std::net::TcpStream> {
-    /// The local address of the TCP connection.
-    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
-        self.with_stream(|s| s.local_addr())
-    }
+/// `local_addr` and `peer_addr` for the connection and both halves, over the streams
+/// that have a TCP socket underneath (`$tcp` reaches it).
+macro_rules! socket_addresses {
+    ($stream:ty, $tcp:expr) => {
+        socket_addresses!(@one Conn<$stream>, $stream, $tcp, read.shared);
+        socket_addresses!(@one ReadHalf<$stream>, $stream, $tcp, shared);
+        socket_addresses!(@one WriteHalf<$stream>, $stream, $tcp, shared);
+    };
+    (@one $owner:ty, $stream:ty, $tcp:expr, $($shared:ident).+) => {
+        impl $owner {
+            /// The local address of the TCP connection.
+            pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+                let tcp: fn(&$stream) -> &std::net::TcpStream = $tcp;
+                self.$($shared).+
+                    .with_io(|s| tcp(s).local_addr())
+                    .unwrap_or_else(|| Err(closed()))
+            }
 
-    /// The remote address of the TCP connection.
-    pub fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
-        self.with_stream(|s| s.peer_addr())
-    }
+            /// The remote address of the TCP connection.
+            pub fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+                let tcp: fn(&$stream) -> &std::net::TcpStream = $tcp;
+                self.$($shared).+
+                    .with_io(|s| tcp(s).peer_addr())
+                    .unwrap_or_else(|| Err(closed()))
+            }
+        }
+    };
+}
+
+socket_addresses!(std::net::TcpStream, |s| s);
+socket_addresses!(BlockingStream, |s| s.tcp());
+
+/// What the addresses of a closed connection are.
+fn closed() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::NotConnected, Error::AlreadyClosed)
 }
 
 #[cfg(feature = "json")]
 impl<S: Transport> Conn<S> {
     /// Sends `value` as a JSON text message (gorilla's `WriteJSON`).
+    #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
     pub fn write_json<T: serde::Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
-        let text = serde_json::to_string(value).map_err(Error::Json)?;
-        self.write_message(Message::text(text))
+        self.write.write_json(value)
     }
 
     /// Reads the next message and decodes it as JSON (gorilla's `ReadJSON`).
+    #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
     pub fn read_json<T: serde::de::DeserializeOwned>(&mut self) -> Result<T> {
-        let msg = self.read_message()?;
-        serde_json::from_slice(msg.as_bytes()).map_err(Error::Json)
+        self.read.read_json()
     }
+}
+
+/// Writes an HTTP/1.1 response (status line, headers, body; `Content-Length` added
+/// when missing) and flushes it: the blocking
+/// [`write_http_response`](crate::write_http_response), for a server that reads
+/// requests itself ([`Upgrader::read_request_blocking`](crate::Upgrader::read_request_blocking))
+/// and answers those that are not WebSocket upgrades on the same port. Bounded by the
+/// stream's write timeout, if it has one.
+pub fn write_http_response<W, B>(
+    stream: &mut W,
+    response: &http::Response<B>,
+) -> std::io::Result<()>
+where
+    W: std::io::Write + ?Sized,
+    B: AsRef<[u8]>,
+{
+    stream.write_all(&crate::proto::handshake::encode_response(response))?;
+    stream.flush()
 }

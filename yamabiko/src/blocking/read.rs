@@ -4,6 +4,7 @@
 use super::shared::{is_timeout, timeout_until, Shared};
 use super::transport::Transport;
 use crate::conn::handlers::{reply_frame, HandlerContext, Handlers};
+use crate::conn::IntoDeadline;
 use crate::error::{Error, Result, Sticky};
 use crate::message::{Control, Message, Utf8Bytes};
 use crate::proto::{CloseCode, CloseFrame, Decoder, Incoming, MessageKind, OpCode, Role};
@@ -40,6 +41,26 @@ pub struct ReadHalf<S> {
     subprotocol: Option<String>,
 }
 
+impl<S> std::fmt::Debug for ReadHalf<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("blocking::ReadHalf")
+            .field("role", &self.shared.role)
+            .field("subprotocol", &self.subprotocol)
+            .field("buffered", &self.buf.len())
+            .field("closed", &self.shared.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> std::fmt::Debug for MessageReader<'_, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("blocking::MessageReader")
+            .field("kind", &self.kind)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<S> ReadHalf<S> {
     pub(crate) fn new(
         shared: Arc<Shared<S>>,
@@ -69,9 +90,15 @@ impl<S> ReadHalf<S> {
 
     /// Sets the read deadline: once it passes, reads fail with [`Error::Timeout`] until it
     /// is moved or cleared (`None`). It becomes the socket's read timeout before every
-    /// read; a timed-out read loses nothing and reading can resume.
-    pub fn set_read_deadline(&mut self, deadline: Option<Instant>) {
-        self.deadline = deadline;
+    /// read; a timed-out read loses nothing and reading can resume. Takes a `std` or a
+    /// tokio instant ([`IntoDeadline`]).
+    pub fn set_read_deadline(&mut self, deadline: impl IntoDeadline) {
+        self.deadline = deadline.into_deadline();
+    }
+
+    /// Closes the connection at once, as [`WriteHalf::close`](super::WriteHalf::close).
+    pub fn close(&self) {
+        self.shared.close_now();
     }
 
     /// The largest message accepted; a larger one fails the connection with close 1009.
@@ -134,6 +161,14 @@ impl<S: Transport> ReadHalf<S> {
         }
     }
 
+    /// Reads the next message and decodes it as JSON (gorilla's `ReadJSON`).
+    #[cfg(feature = "json")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
+    pub fn read_json<T: serde::de::DeserializeOwned>(&mut self) -> Result<T> {
+        let msg = self.read_message()?;
+        serde_json::from_slice(msg.as_bytes()).map_err(Error::Json)
+    }
+
     /// Starts reading the next data message piece by piece (gorilla's `NextReader`): the
     /// reader yields its payload as frames arrive, in constant memory. Dropping it early
     /// discards the rest of the message.
@@ -169,7 +204,7 @@ impl<S: Transport> ReadHalf<S> {
         loop {
             match self.decoder.decode(&mut self.buf) {
                 Err(e) => {
-                    tracing::debug!(error = %e, "websocket: failing connection");
+                    tracing::debug!(error = %e, "websocket: failing the connection");
                     let mut payload = Vec::with_capacity(125);
                     // The code comes from ProtocolError::close_code: valid on the wire.
                     let _ = e.close_frame().encode(&mut payload);
@@ -225,11 +260,20 @@ impl<S: Transport> ReadHalf<S> {
                 None => {
                     let mut g = self.shared.lock();
                     let slice = timeout.map_or(SHARED_READ_SLICE, |t| t.min(SHARED_READ_SLICE));
-                    g.io.set_read_timeout(Some(slice))
-                        .and_then(|()| g.io.read(&mut self.buf[start..]))
+                    match g.io.as_mut() {
+                        Some(io) => io
+                            .set_read_timeout(Some(slice))
+                            .and_then(|()| io.read(&mut self.buf[start..])),
+                        None => Ok(0), // closed: reported below
+                    }
                 }
             };
             self.buf.truncate(start + *result.as_ref().unwrap_or(&0));
+            if self.shared.is_closed() && !matches!(result, Ok(n) if n > 0) {
+                // `close` shut the transport down under this read.
+                self.sticky = Some(Sticky::LocalClose);
+                return Err(Error::AlreadyClosed);
+            }
             match result {
                 Ok(0) => {
                     self.sticky = Some(Sticky::Closed(CloseFrame::new(CloseCode::ABNORMAL, "")));
@@ -262,8 +306,8 @@ impl<S: Transport> ReadHalf<S> {
             }
         }
         let _ = g.flush(Some(Instant::now() + CLOSE_FLUSH_TIMEOUT));
-        if role == Role::Server {
-            let _ = g.io.shutdown_write();
+        if let Some(io) = g.io.as_mut().filter(|_| role == Role::Server) {
+            let _ = io.shutdown_write();
         }
         drop(g);
         self.sticky = Some(sticky);
@@ -303,8 +347,10 @@ impl<S: Transport> ReadHalf<S> {
     ) -> Result<()> {
         let result = self.call_handler(f);
         let flushed = self.shared.lock().flush(self.deadline);
-        if let Err(Error::Io(e)) = &flushed {
-            self.sticky = Some(Sticky::Io(e.kind(), e.to_string()));
+        match &flushed {
+            Err(Error::Io(e)) => self.sticky = Some(Sticky::Io(e.kind(), e.to_string())),
+            Err(Error::AlreadyClosed) => self.sticky = Some(Sticky::LocalClose),
+            _ => {}
         }
         flushed.and(result)
     }

@@ -1,15 +1,49 @@
 //! What the blocking driver needs of a stream besides `Read + Write`: deadlines become
-//! socket timeouts, and a second handle lets a reader and a writer block at once.
+//! socket timeouts, a second handle lets a reader and a writer block at once, and a
+//! shutdown handle lets `close` end the connection while they do.
 
 use rustls::{ConnectionCommon, SideData, StreamOwned};
+use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
+/// Ends a connection at once from any thread, even while other threads are blocked
+/// reading or writing it — what `close` on a split connection or a
+/// [`ControlHandle`](super::ControlHandle) uses. For TCP: a second descriptor of the
+/// socket, shut down in both directions.
+pub struct ShutdownHandle(Box<dyn FnOnce() + Send>);
+
+impl ShutdownHandle {
+    /// A handle that runs `shutdown` (once) to end the connection.
+    pub fn new(shutdown: impl FnOnce() + Send + 'static) -> Self {
+        ShutdownHandle(Box::new(shutdown))
+    }
+
+    /// A handle that shuts `tcp` (a duplicate of the connection's socket) down.
+    pub fn tcp(tcp: &TcpStream) -> Option<Self> {
+        let dup = tcp.try_clone().ok()?;
+        Some(ShutdownHandle::new(move || {
+            let _ = dup.shutdown(Shutdown::Both);
+        }))
+    }
+
+    /// Ends the connection.
+    pub fn shutdown(self) {
+        (self.0)()
+    }
+}
+
+impl fmt::Debug for ShutdownHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ShutdownHandle")
+    }
+}
+
 /// A blocking byte stream a [`Conn`](super::Conn) can run over: implemented for
 /// [`TcpStream`], rustls' [`StreamOwned`] over a `TcpStream` (`wss://`, server or
-/// client side) and [`MaybeTlsStream`].
+/// client side) and [`BlockingStream`].
 ///
 /// Deadlines are mapped onto `set_read_timeout` / `set_write_timeout` before every
 /// system call, so a blocked call returns when the deadline passes.
@@ -32,6 +66,13 @@ pub trait Transport: Read + Write {
     fn shutdown_write(&mut self) -> io::Result<()> {
         Ok(())
     }
+    /// A handle that ends the connection at once from another thread, even while a
+    /// read or a write blocks on it ([`ShutdownHandle::tcp`] for streams over TCP).
+    /// Default `None`: `close` from another thread then waits for a blocked write to
+    /// return (at its deadline) and a blocked read is not woken.
+    fn shutdown_handle(&self) -> Option<ShutdownHandle> {
+        None
+    }
 }
 
 impl Transport for TcpStream {
@@ -49,6 +90,10 @@ impl Transport for TcpStream {
 
     fn shutdown_write(&mut self) -> io::Result<()> {
         self.shutdown(Shutdown::Write)
+    }
+
+    fn shutdown_handle(&self) -> Option<ShutdownHandle> {
+        ShutdownHandle::tcp(self)
     }
 }
 
@@ -72,6 +117,10 @@ where
         }
         self.sock.shutdown(Shutdown::Write)
     }
+
+    fn shutdown_handle(&self) -> Option<ShutdownHandle> {
+        ShutdownHandle::tcp(&self.sock)
+    }
 }
 
 impl<T: Transport + ?Sized> Transport for Box<T> {
@@ -86,59 +135,67 @@ impl<T: Transport + ?Sized> Transport for Box<T> {
     fn shutdown_write(&mut self) -> io::Result<()> {
         (**self).shutdown_write()
     }
+
+    fn shutdown_handle(&self) -> Option<ShutdownHandle> {
+        (**self).shutdown_handle()
+    }
 }
 
-/// A dialled blocking connection: plain TCP for `ws://`, TLS over TCP for `wss://`.
+/// The stream of a blocking dialled connection
+/// ([`Dialer::dial_blocking`](crate::Dialer::dial_blocking)): plain TCP for `ws://`,
+/// rustls over TCP for `wss://`. The async dialer's counterpart is
+/// [`MaybeTlsStream`](crate::MaybeTlsStream); the two have different names so that
+/// they cannot be mixed up.
 #[derive(Debug)]
 #[non_exhaustive]
-pub enum MaybeTlsStream {
+pub enum BlockingStream {
     /// A `ws://` connection.
     Plain(TcpStream),
     /// A `wss://` connection (boxed: a TLS session is large).
     Tls(Box<StreamOwned<rustls::ClientConnection, TcpStream>>),
 }
 
-impl MaybeTlsStream {
+impl BlockingStream {
     /// The TCP stream underneath.
     pub fn tcp(&self) -> &TcpStream {
         match self {
-            MaybeTlsStream::Plain(s) => s,
-            MaybeTlsStream::Tls(s) => &s.sock,
+            BlockingStream::Plain(s) => s,
+            BlockingStream::Tls(s) => &s.sock,
         }
     }
 
     /// Whether the connection is encrypted.
     pub fn is_tls(&self) -> bool {
-        matches!(self, MaybeTlsStream::Tls(_))
+        matches!(self, BlockingStream::Tls(_))
     }
 }
 
-impl Read for MaybeTlsStream {
+impl Read for BlockingStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
-            MaybeTlsStream::Plain(s) => s.read(buf),
-            MaybeTlsStream::Tls(s) => s.read(buf),
+            BlockingStream::Plain(s) => s.read(buf),
+            BlockingStream::Tls(s) => s.read(buf),
         }
     }
 }
 
-impl Write for MaybeTlsStream {
+impl Write for BlockingStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
-            MaybeTlsStream::Plain(s) => s.write(buf),
-            MaybeTlsStream::Tls(s) => s.write(buf),
+            BlockingStream::Plain(s) => s.write(buf),
+            BlockingStream::Tls(s) => s.write(buf),
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
         match self {
-            MaybeTlsStream::Plain(s) => s.flush(),
-            MaybeTlsStream::Tls(s) => s.flush(),
+            BlockingStream::Plain(s) => s.flush(),
+            BlockingStream::Tls(s) => s.flush(),
         }
     }
 }
 
-impl Transport for MaybeTlsStream {
+impl Transport for BlockingStream {
     fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         self.tcp().set_read_timeout(timeout)
     }
@@ -149,15 +206,19 @@ impl Transport for MaybeTlsStream {
 
     fn duplicate(&self) -> Option<Self> {
         match self {
-            MaybeTlsStream::Plain(s) => s.try_clone().ok().map(MaybeTlsStream::Plain),
-            MaybeTlsStream::Tls(_) => None,
+            BlockingStream::Plain(s) => s.try_clone().ok().map(BlockingStream::Plain),
+            BlockingStream::Tls(_) => None,
         }
     }
 
     fn shutdown_write(&mut self) -> io::Result<()> {
         match self {
-            MaybeTlsStream::Plain(s) => Transport::shutdown_write(s),
-            MaybeTlsStream::Tls(s) => s.shutdown_write(),
+            BlockingStream::Plain(s) => Transport::shutdown_write(s),
+            BlockingStream::Tls(s) => s.shutdown_write(),
         }
+    }
+
+    fn shutdown_handle(&self) -> Option<ShutdownHandle> {
+        ShutdownHandle::tcp(self.tcp())
     }
 }

@@ -65,8 +65,9 @@ const ERROR_BODY_WAIT: Duration = Duration::from_secs(1);
 /// ```no_run
 /// # async fn run() -> yamabiko::Result<()> {
 /// use std::time::Duration;
+/// use yamabiko::http::{header, HeaderValue};
 /// let dialer = yamabiko::Dialer::new()
-///     .header(http::header::ORIGIN, http::HeaderValue::from_static("https://example.com"))
+///     .header(header::ORIGIN, HeaderValue::from_static("https://example.com"))
 ///     .handshake_timeout(Duration::from_secs(5))
 ///     .max_message_size(1 << 20);
 /// let (conn, _response) = dialer.dial("ws://127.0.0.1:9001/").await?;
@@ -121,14 +122,14 @@ impl fmt::Debug for Dialer {
 impl Dialer {
     /// Offers permessage-deflate (RFC 7692) with these settings; `None` (the default)
     /// offers nothing.
-    pub fn compression(mut self, config: Option<crate::proto::deflate::DeflateConfig>) -> Self {
+    pub fn compression(mut self, config: Option<crate::DeflateConfig>) -> Self {
         self.compression = config;
         self
     }
 
     /// Offers permessage-deflate with the default settings.
     pub fn enable_compression(self, enable: bool) -> Self {
-        self.compression(enable.then(crate::proto::deflate::DeflateConfig::default))
+        self.compression(enable.then(crate::DeflateConfig::default))
     }
 
     /// A dialer with the defaults: no subprotocols, 10 s handshake timeout, the

@@ -1,9 +1,7 @@
 //! The transport of a dialled connection: plain TCP for `ws://`, TLS over TCP for
 //! `wss://`.
 
-use crate::conn::Conn;
 use std::io::{self, IoSlice};
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -11,7 +9,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 /// A TCP stream, with or without TLS: what [`Dialer::dial`](super::Dialer::dial)
-/// connects over. It reads and writes like the stream inside it.
+/// connects over (tokio). It reads and writes like the stream inside it. The blocking
+/// dialer's counterpart is [`blocking::BlockingStream`](crate::blocking::BlockingStream).
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum MaybeTlsStream {
@@ -100,18 +99,5 @@ impl AsyncWrite for MaybeTlsStream {
             MaybeTlsStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             MaybeTlsStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
-    }
-}
-
-impl Conn<MaybeTlsStream> {
-    /// The local address of the TCP connection.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.with_stream(|s| s.tcp().local_addr())
-    }
-
-    /// The remote address of the TCP connection (the proxy's, when dialled through
-    /// one).
-    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.with_stream(|s| s.tcp().peer_addr())
     }
 }

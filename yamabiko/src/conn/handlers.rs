@@ -17,15 +17,25 @@ pub struct HandlerContext<'a> {
     pub(crate) read_deadline: &'a mut Option<Instant>,
 }
 
+impl std::fmt::Debug for HandlerContext<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandlerContext")
+            .field("replies", &self.replies)
+            .field("read_deadline", &self.read_deadline)
+            .finish()
+    }
+}
+
 impl HandlerContext<'_> {
     /// Queues a control frame; it is written before the read call returns data.
     pub fn send(&mut self, control: Control) {
         self.replies.push(control);
     }
 
-    /// Sets the read deadline, as [`Conn::set_read_deadline`](crate::Conn::set_read_deadline).
-    pub fn set_read_deadline(&mut self, deadline: Option<Instant>) {
-        *self.read_deadline = deadline;
+    /// Sets the read deadline, as [`Conn::set_read_deadline`](crate::Conn::set_read_deadline)
+    /// (a `std` or tokio instant, or `None`).
+    pub fn set_read_deadline(&mut self, deadline: impl crate::IntoDeadline) {
+        *self.read_deadline = deadline.into_deadline();
     }
 
     /// The current read deadline.

@@ -2,17 +2,19 @@
 
 mod deadline;
 pub(crate) mod handlers;
+mod outlet;
 mod read;
 mod shared;
 mod stream_sink;
 mod write;
 
+pub use deadline::IntoDeadline;
 pub use handlers::{CloseHandler, HandlerContext, PingHandler, PongHandler};
 pub use read::{MessageReader, ReadHalf};
 pub use write::{ControlHandle, MessageWriter, WriteHalf};
 
-use crate::error::{Error, Result};
-use crate::message::{Control, Message};
+use crate::error::{Error, Result, ReuniteError};
+use crate::message::{Control, Message, Utf8Bytes};
 use crate::proto::{CloseCode, CloseFrame, Decoder, DecoderConfig, MessageKind, Role};
 use bytes::{Bytes, BytesMut};
 use shared::Shared;
@@ -72,6 +74,17 @@ pub struct Conn<S> {
     write: WriteHalf<S>,
 }
 
+impl<S> std::fmt::Debug for Conn<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("role", &self.read.shared.role)
+            .field("subprotocol", &self.read.subprotocol())
+            .field("compression", &self.write.compression_negotiated())
+            .field("closed", &self.read.shared.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// Wraps a stream on which the opening handshake already happened. `leftover` holds
     /// bytes read past the handshake (they belong to the first frames).
@@ -86,21 +99,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         leftover: BytesMut,
         subprotocol: Option<String>,
     ) -> Self {
-        let shared = Arc::new(Shared::new(stream, role));
+        let shared = Arc::new(Shared::new(stream, role, subprotocol));
         let decoder = Decoder::new(DecoderConfig {
             role,
             max_frame_size: config.max_frame_size as u64,
             max_message_size: config.max_message_size as u64,
         });
         Conn {
-            read: ReadHalf::new(
-                shared.clone(),
-                decoder,
-                config.read_buffer_size,
-                leftover,
-                subprotocol.clone(),
-            ),
-            write: WriteHalf::new(shared, config.write_buffer_size, subprotocol),
+            read: ReadHalf::new(shared.clone(), decoder, config.read_buffer_size, leftover),
+            write: WriteHalf::new(shared, config.write_buffer_size),
         }
     }
 
@@ -135,8 +142,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         self.write.write_message(message).await
     }
 
-    /// Sends a text message.
-    pub async fn write_text(&mut self, text: impl Into<String>) -> Result<()> {
+    /// Sends a text message: a `&str`, a `String` or [`Utf8Bytes`].
+    pub async fn write_text(&mut self, text: impl Into<Utf8Bytes>) -> Result<()> {
         self.write.write_text(text).await
     }
 
@@ -153,6 +160,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// Sends a message framed once for many connections.
     pub async fn write_prepared(&mut self, message: &crate::PreparedMessage) -> Result<()> {
         self.write.write_prepared(message).await
+    }
+
+    /// Queues a prepared message without waiting; see [`WriteHalf::queue_prepared`].
+    pub fn queue_prepared(&mut self, message: &crate::PreparedMessage) -> Result<()> {
+        self.write.queue_prepared(message)
     }
 
     /// Sends everything queued.
@@ -172,9 +184,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     pub fn write_control(
         &self,
         control: Control,
-        deadline: Option<Instant>,
+        deadline: impl IntoDeadline,
     ) -> impl std::future::Future<Output = Result<()>> {
         let handle = self.write.control_handle();
+        let deadline = deadline.into_deadline();
         async move { handle.write_control(control, deadline).await }
     }
 
@@ -208,43 +221,54 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 }
 
 impl<S> Conn<S> {
+    /// The write half, for a hub.
+    pub(crate) fn write_half(&self) -> &WriteHalf<S> {
+        &self.write
+    }
+
     /// Splits into a read half and a write half that can live in different tasks. The
     /// read half's automatic replies (pong, close) go out through the shared writer.
     pub fn split(self) -> (ReadHalf<S>, WriteHalf<S>) {
         (self.read, self.write)
     }
 
-    /// Puts the halves back together; gives them back if they are from different
-    /// connections.
+    /// Puts the halves back together. Halves of different connections are an error
+    /// that gives them back ([`ReuniteError`]; `?` turns it into an [`Error`]).
+    // The error holds the same two halves as the `Conn` of the `Ok` side: no larger.
+    #[allow(clippy::result_large_err)]
     pub fn reunite(
         read: ReadHalf<S>,
         write: WriteHalf<S>,
-    ) -> std::result::Result<Self, Box<Halves<S>>> {
+    ) -> std::result::Result<Self, ReuniteError<ReadHalf<S>, WriteHalf<S>>> {
         if Arc::ptr_eq(&read.shared, &write.shared) {
             Ok(Conn { read, write })
         } else {
-            Err(Box::new((read, write)))
+            Err(ReuniteError(read, write))
         }
     }
 
-    /// Drops the connection at once, without a close handshake (gorilla's `Close`).
+    /// Closes the connection at once, without a close handshake (gorilla's `Close`):
+    /// the transport is dropped now, even while a [`ControlHandle`] lives (its calls
+    /// then fail with [`Error::AlreadyClosed`]). The halves and handles have the same
+    /// [`close`](WriteHalf::close), for closing from another task.
     pub fn close(self) {
-        drop(self);
+        self.read.shared.close_now();
     }
 
-    /// The underlying stream; `None` while a [`ControlHandle`] still shares it.
+    /// The underlying stream; `None` while a [`ControlHandle`] still shares it, or
+    /// once the connection was closed.
     pub fn into_inner(self) -> Option<S> {
         let Conn { read, write } = self;
         let shared = read.shared.clone();
         drop(read);
         drop(write);
-        Arc::try_unwrap(shared).ok().map(Shared::into_inner)
+        Arc::try_unwrap(shared).ok().and_then(Shared::into_inner)
     }
 
-    /// Runs `f` with the underlying stream (e.g. to read socket options).
-    pub fn with_stream<R>(&self, f: impl FnOnce(&S) -> R) -> R {
-        let g = self.read.shared.lock();
-        f(&g.io)
+    /// Runs `f` with the underlying stream (e.g. to read socket options); `None` once
+    /// the connection was closed with `close` (by a half or a handle).
+    pub fn with_stream<R>(&self, f: impl FnOnce(&S) -> R) -> Option<R> {
+        self.read.shared.with_io(f)
     }
 
     /// The subprotocol agreed in the handshake, if any.
@@ -257,13 +281,15 @@ impl<S> Conn<S> {
         self.read.has_buffered_input()
     }
 
-    /// Sets the read deadline. See [`ReadHalf::set_read_deadline`].
-    pub fn set_read_deadline(&mut self, deadline: Option<Instant>) {
+    /// Sets the read deadline (a `std` or tokio instant, or `None`). See
+    /// [`ReadHalf::set_read_deadline`].
+    pub fn set_read_deadline(&mut self, deadline: impl IntoDeadline) {
         self.read.set_read_deadline(deadline);
     }
 
-    /// Sets the write deadline. See [`WriteHalf::set_write_deadline`].
-    pub fn set_write_deadline(&mut self, deadline: Option<Instant>) {
+    /// Sets the write deadline (a `std` or tokio instant, or `None`). See
+    /// [`WriteHalf::set_write_deadline`].
+    pub fn set_write_deadline(&mut self, deadline: impl IntoDeadline) {
         self.write.set_write_deadline(deadline);
     }
 
@@ -319,29 +345,50 @@ impl<S> Conn<S> {
     }
 }
 
-impl Conn<tokio::net::TcpStream> {
-    /// The local address of the TCP connection.
-    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
-        self.with_stream(|s| s.local_addr())
-    }
+/// `local_addr` and `peer_addr` for the connection and both halves, over the streams
+/// that have a TCP socket underneath (`$tcp` reaches it).
+macro_rules! socket_addresses {
+    ($stream:ty, $tcp:expr) => {
+        socket_addresses!(@one $crate::Conn<$stream>, $stream, $tcp, read.shared);
+        socket_addresses!(@one $crate::ReadHalf<$stream>, $stream, $tcp, shared);
+        socket_addresses!(@one $crate::WriteHalf<$stream>, $stream, $tcp, shared);
+    };
+    (@one $owner:ty, $stream:ty, $tcp:expr, $($shared:ident).+) => {
+        impl $owner {
+            /// The local address of the TCP connection.
+            pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+                let tcp: fn(&$stream) -> &tokio::net::TcpStream = $tcp;
+                self.$($shared).+
+                    .with_io(|s| tcp(s).local_addr())
+                    .unwrap_or_else(|| Err(shared::closed_error()))
+            }
 
-    /// The remote address of the TCP connection.
-    pub fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
-        self.with_stream(|s| s.peer_addr())
-    }
+            /// The remote address of the TCP connection (for a dialled connection, the
+            /// proxy's when it went through one).
+            pub fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+                let tcp: fn(&$stream) -> &tokio::net::TcpStream = $tcp;
+                self.$($shared).+
+                    .with_io(|s| tcp(s).peer_addr())
+                    .unwrap_or_else(|| Err(shared::closed_error()))
+            }
+        }
+    };
 }
+
+socket_addresses!(tokio::net::TcpStream, |s| s);
+socket_addresses!(crate::client::MaybeTlsStream, |s| s.tcp());
 
 #[cfg(feature = "json")]
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// Sends `value` as a JSON text message (gorilla's `WriteJSON`).
+    #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
     pub async fn write_json<T: serde::Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
-        let text = serde_json::to_string(value).map_err(Error::Json)?;
-        self.write_message(Message::text(text)).await
+        self.write.write_json(value).await
     }
 
     /// Reads the next message and decodes it as JSON (gorilla's `ReadJSON`).
+    #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
     pub async fn read_json<T: serde::de::DeserializeOwned>(&mut self) -> Result<T> {
-        let msg = self.read_message().await?;
-        serde_json::from_slice(msg.as_bytes()).map_err(Error::Json)
+        self.read.read_json().await
     }
 }

@@ -1,10 +1,10 @@
 //! The read half: turns transport bytes into messages, running the control handlers.
 
-use super::deadline::Deadline;
+use super::deadline::{Deadline, IntoDeadline};
 use super::handlers::{reply_frame, HandlerContext, Handlers};
 use super::shared::{PayloadRef, Shared};
 use crate::error::{Error, Result, Sticky};
-use crate::message::{Control, Message, Utf8Bytes};
+use crate::message::{Message, Utf8Bytes};
 use crate::proto::{
     CloseCode, CloseFrame, Decoder, Incoming, MessageKind, OpCode, ProtocolError, Role,
 };
@@ -46,19 +46,40 @@ pub struct ReadHalf<S> {
     /// one system call and no copy instead of a scratch read and then the rest.
     large_reads: u32,
     decoder: Decoder,
-    pub(crate) handlers: Handlers,
+    /// Boxed, and only once one is set: most connections keep gorilla's defaults, and
+    /// an idle connection should be small.
+    handlers: Option<Box<Handlers>>,
     deadline: Deadline,
-    replies: Vec<Control>,
     flush_id: u64,
     reply_pending: bool,
-    ending: Option<Box<Sticky>>,
-    ending_deadline: Deadline,
+    /// The connection is ending: the error reads will return once the last close
+    /// frame is out, and until when that may take.
+    ending: Option<Box<Ending>>,
     /// Boxed (with `ending`): rare, and an idle connection should be small.
     sticky: Option<Box<Sticky>>,
     partial: BytesMut,
     partial_kind: Option<MessageKind>,
     discarding: bool,
-    pub(crate) subprotocol: Option<String>,
+}
+
+impl<S> std::fmt::Debug for ReadHalf<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadHalf")
+            .field("role", &self.shared.role)
+            .field("subprotocol", &self.subprotocol())
+            .field("buffered", &self.buf.len())
+            .field("closed", &self.shared.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> std::fmt::Debug for MessageReader<'_, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessageReader")
+            .field("kind", &self.kind)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<S> ReadHalf<S> {
@@ -67,7 +88,6 @@ impl<S> ReadHalf<S> {
         decoder: Decoder,
         read_buffer_size: usize,
         leftover: BytesMut,
-        subprotocol: Option<String>,
     ) -> Self {
         let flush_id = shared.new_flush_id();
         ReadHalf {
@@ -76,26 +96,29 @@ impl<S> ReadHalf<S> {
             read_buffer_size: read_buffer_size.max(256),
             large_reads: 0,
             decoder,
-            handlers: Handlers::default(),
+            handlers: None,
             deadline: Deadline::default(),
-            replies: Vec::new(),
             flush_id,
             reply_pending: false,
             ending: None,
-            ending_deadline: Deadline::default(),
             sticky: None,
             partial: BytesMut::new(),
             partial_kind: None,
             discarding: false,
-            subprotocol,
         }
     }
 
     /// Sets the read deadline: once it passes, reads fail with [`Error::Timeout`] until it
     /// is moved or cleared (`None`). Unlike gorilla, a timed-out read loses nothing and
-    /// reading can resume after the deadline is reset.
-    pub fn set_read_deadline(&mut self, deadline: Option<Instant>) {
-        self.deadline.set(deadline);
+    /// reading can resume after the deadline is reset. Takes a `std` or a tokio
+    /// instant ([`IntoDeadline`]).
+    pub fn set_read_deadline(&mut self, deadline: impl IntoDeadline) {
+        self.deadline.set(deadline.into_deadline());
+    }
+
+    /// Closes the connection at once, as [`WriteHalf::close`](crate::WriteHalf::close).
+    pub fn close(&self) {
+        self.shared.close_now();
     }
 
     /// The largest message accepted; a larger one fails the connection with close 1009.
@@ -110,7 +133,7 @@ impl<S> ReadHalf<S> {
         &mut self,
         h: impl FnMut(&mut HandlerContext<'_>, Option<&CloseFrame>) -> Result<()> + Send + 'static,
     ) {
-        self.handlers.close = Some(Box::new(h));
+        self.handlers.get_or_insert_default().close = Some(Box::new(h));
     }
 
     /// Replaces the ping handler (see [`PingHandler`](crate::PingHandler)).
@@ -118,7 +141,7 @@ impl<S> ReadHalf<S> {
         &mut self,
         h: impl FnMut(&mut HandlerContext<'_>, &Bytes) -> Result<()> + Send + 'static,
     ) {
-        self.handlers.ping = Some(Box::new(h));
+        self.handlers.get_or_insert_default().ping = Some(Box::new(h));
     }
 
     /// Replaces the pong handler (see [`PongHandler`](crate::PongHandler)).
@@ -126,12 +149,12 @@ impl<S> ReadHalf<S> {
         &mut self,
         h: impl FnMut(&mut HandlerContext<'_>, &Bytes) -> Result<()> + Send + 'static,
     ) {
-        self.handlers.pong = Some(Box::new(h));
+        self.handlers.get_or_insert_default().pong = Some(Box::new(h));
     }
 
     /// The subprotocol agreed in the handshake.
     pub fn subprotocol(&self) -> Option<&str> {
-        self.subprotocol.as_deref()
+        self.shared.subprotocol.as_deref()
     }
 
     /// Whether bytes already received wait to be decoded, so that the next read may
@@ -166,6 +189,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ReadHalf<S> {
             current: first,
             done: last,
         })
+    }
+
+    /// Reads the next message and decodes it as JSON (gorilla's `ReadJSON`).
+    #[cfg(feature = "json")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
+    pub async fn read_json<T: serde::de::DeserializeOwned>(&mut self) -> Result<T> {
+        let msg = self.read_message().await?;
+        serde_json::from_slice(msg.as_bytes()).map_err(Error::Json)
     }
 
     pub(crate) fn poll_read_message(&mut self, cx: &mut Context<'_>) -> Poll<Result<Message>> {
@@ -240,6 +271,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ReadHalf<S> {
         if self.ending.is_some() {
             return self.poll_ending(cx);
         }
+        if let Some((frame, give_up)) = self.shared.take_kick() {
+            // A hub closed the connection for falling behind and queued the close
+            // frame: get it out (until `give_up`), then end reads.
+            self.ending = Some(Ending::new(Sticky::TooSlow(frame), give_up));
+            return self.poll_ending(cx);
+        }
         if self.deadline.poll_expired(cx) {
             return Poll::Ready(Err(Error::Timeout));
         }
@@ -282,7 +319,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ReadHalf<S> {
                 }
                 Ok(Some(Incoming::Close(frame))) => {
                     let r = self.run_handler(|h, ctx| h.on_close(ctx, frame.as_ref()));
-                    self.ending = Some(Box::new(Sticky::after_close(frame, &r)));
+                    self.ending = Some(Ending::soon(Sticky::after_close(frame, &r)));
                     return self.poll_ending(cx);
                 }
                 Ok(None) => {}
@@ -320,14 +357,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ReadHalf<S> {
                 // Dropped again if nothing is there: idle connections hold no buffer.
                 let mut fresh =
                     BytesMut::with_capacity(self.large_reads as usize + self.read_buffer_size);
-                let n = ready!(self.shared.poll_read_into(cx, &mut fresh))?;
+                let n = ready!(self.shared.poll_read_into(cx, &mut fresh, self.flush_id))?;
                 if n <= self.read_buffer_size {
                     self.large_reads = 0;
                 }
                 self.buf = fresh;
                 return Poll::Ready(Ok(n));
             }
-            let fresh = ready!(self.shared.poll_read_fresh(cx, self.read_buffer_size))?;
+            let fresh =
+                ready!(self
+                    .shared
+                    .poll_read_fresh(cx, self.read_buffer_size, self.flush_id))?;
             let n = fresh.len();
             self.buf = fresh;
             return Poll::Ready(Ok(n));
@@ -353,17 +393,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ReadHalf<S> {
         } else if spare < self.read_buffer_size / 4 {
             self.buf.reserve(self.read_buffer_size);
         }
-        self.shared.poll_read_into(cx, &mut self.buf)
+        self.shared.poll_read_into(cx, &mut self.buf, self.flush_id)
     }
 
     fn fail_io(&mut self, e: io::Error) -> Error {
-        self.sticky = Some(Box::new(Sticky::Io(e.kind(), e.to_string())));
-        Error::Io(e)
+        self.sticky = Some(Box::new(Sticky::from_io(&e)));
+        Error::from_io(e)
     }
 
     /// Fails the connection (§7.1.7): queue a close frame with the error's code.
     fn fail_protocol(&mut self, e: ProtocolError) {
-        tracing::debug!(error = %e, "websocket: failing connection");
+        tracing::debug!(error = %e, "websocket: failing the connection");
         let mut g = self.shared.lock();
         if !g.close_sent {
             let mut payload = Vec::with_capacity(125);
@@ -379,29 +419,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ReadHalf<S> {
             );
         }
         drop(g);
-        self.ending = Some(Box::new(Sticky::Protocol(e)));
+        self.ending = Some(Ending::soon(Sticky::Protocol(e)));
     }
 
     /// Gets the last close frame out (bounded in time), then reports the ending error.
     fn poll_ending(&mut self, cx: &mut Context<'_>) -> Poll<Result<(MessageKind, Bytes, bool)>> {
-        if self.ending_deadline.get().is_none() {
-            self.ending_deadline
-                .set(Some(Instant::now() + CLOSE_FLUSH_TIMEOUT));
-        }
-        match self.shared.poll_flush_queue(cx, self.flush_id) {
-            Poll::Pending if !self.ending_deadline.poll_expired(cx) => return Poll::Pending,
-            _ => {}
+        let flushed = self.shared.poll_flush_queue(cx, self.flush_id);
+        if flushed.is_pending() {
+            let expired = self
+                .ending
+                .as_mut()
+                .is_none_or(|ending| ending.deadline.poll_expired(cx));
+            if !expired {
+                return Poll::Pending;
+            }
         }
         if self.shared.role == Role::Server {
             // §7.1.1: the server closes the TCP connection first. Best effort.
             let _ = self.shared.poll_shutdown(cx);
         }
-        let sticky = self
-            .ending
-            .take()
-            .unwrap_or_else(|| Box::new(Sticky::Closed(CloseFrame::new(CloseCode::ABNORMAL, ""))));
+        let sticky = self.ending.take().map_or_else(
+            || Sticky::Closed(CloseFrame::new(CloseCode::ABNORMAL, "")),
+            |ending| ending.sticky,
+        );
         let err = sticky.to_error();
-        self.sticky = Some(sticky);
+        self.sticky = Some(Box::new(sticky));
         Poll::Ready(Err(err))
     }
 
@@ -410,16 +452,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ReadHalf<S> {
         f: impl FnOnce(&mut Handlers, &mut HandlerContext<'_>) -> Result<()>,
     ) -> Result<()> {
         let mut deadline = self.deadline.get();
+        // Allocates only if a handler sends something (a pong, a close).
+        let mut replies = Vec::new();
         let mut ctx = HandlerContext {
-            replies: &mut self.replies,
+            replies: &mut replies,
             read_deadline: &mut deadline,
         };
-        let result = f(&mut self.handlers, &mut ctx);
+        let result = match &mut self.handlers {
+            Some(handlers) => f(handlers, &mut ctx),
+            None => f(&mut Handlers::default(), &mut ctx),
+        };
         self.deadline.set(deadline);
-        if !self.replies.is_empty() {
+        if !replies.is_empty() {
             let mut g = self.shared.lock();
             let role = self.shared.role;
-            for reply in self.replies.drain(..) {
+            for reply in replies {
                 if g.close_sent {
                     break; // nothing may follow a close frame
                 }
@@ -430,6 +477,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ReadHalf<S> {
             self.reply_pending = true;
         }
         result
+    }
+}
+
+/// Why a connection's reads are ending, and until when its last close frame may
+/// take to go out.
+struct Ending {
+    sticky: Sticky,
+    deadline: Deadline,
+}
+
+impl Ending {
+    /// Ending once the close frame is out, or after `give_up`.
+    fn new(sticky: Sticky, give_up: Instant) -> Box<Ending> {
+        let mut deadline = Deadline::default();
+        deadline.set(Some(give_up));
+        Box::new(Ending { sticky, deadline })
+    }
+
+    /// Ending within [`CLOSE_FLUSH_TIMEOUT`].
+    fn soon(sticky: Sticky) -> Box<Ending> {
+        Ending::new(sticky, Instant::now() + CLOSE_FLUSH_TIMEOUT)
     }
 }
 

@@ -10,6 +10,18 @@
 //! that is dropped hands the job on, so cancelling a write never strands the queue;
 //! and because bytes leave the queue only as the transport accepts them, cancelling
 //! never leaves half a frame behind either.
+//!
+//! Frames can also arrive from outside the connection's own tasks: a
+//! [`Hub`](crate::hub::Hub) appends published frames under the same short lock and, if
+//! nobody is writing, wakes the connection's *driver* — the task of its reader, which
+//! registers itself whenever it waits for input. The reader writes everything queued
+//! before it waits again, so frames published while it was not running go out
+//! together in one write.
+//!
+//! The transport can be closed at once from any half or handle ([`Shared::close_now`]):
+//! it is dropped, and the tasks waiting on it are woken to find it gone. The wakers of
+//! the reader (the driver) and the flusher are kept here for that, because a tokio
+//! transport that is dropped forgets the tasks waiting on it without waking them.
 
 use crate::proto::encoder::{encode_frame, encode_header, header};
 use crate::proto::frame::{FrameHeader, MAX_HEADER_LEN};
@@ -21,6 +33,7 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::task::{ready, Context, Poll, Waker};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -30,27 +43,69 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 const ZERO_COPY_THRESHOLD: usize = 16 * 1024;
 /// At most this many buffers go into one vectored write.
 const MAX_IOVECS: usize = 64;
+/// The flusher identity of a hub writing for a corked publish (real ones start at 2).
+const HUB_FLUSH_ID: u64 = 1;
 /// A fresh staging buffer starts this large (it is freed again once written), so
 /// that a burst of small frames is copied into it without a chain of reallocations.
 const STAGING_START: usize = 1024;
+/// Written staging buffers kept per thread for the next connection that needs one
+/// (about 1 KiB each): a hub that queues a message on thousands of idle connections
+/// at once would otherwise make the allocator hand out, and take back, one buffer per
+/// delivery, which costs more than the delivery itself.
+const STAGING_POOL: usize = 2048;
+
+thread_local! {
+    static STAGING_BUFFERS: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A staging buffer of `STAGING_START` bytes, from the thread's pool if it has one.
+fn fresh_staging() -> BytesMut {
+    STAGING_BUFFERS
+        .try_with(|pool| pool.try_borrow_mut().ok()?.pop())
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| BytesMut::with_capacity(STAGING_START))
+}
+
+/// Gives a written (empty) staging buffer back to the thread's pool, or frees it.
+fn recycle_staging(mut buf: BytesMut) {
+    if !(STAGING_START..=4 * STAGING_START).contains(&buf.capacity()) {
+        return;
+    }
+    buf.clear();
+    let _ = STAGING_BUFFERS.try_with(|pool| {
+        if let Ok(mut pool) = pool.try_borrow_mut() {
+            if pool.len() < STAGING_POOL {
+                pool.push(buf);
+            }
+        }
+    });
+}
 
 /// Frames waiting to be written, in order: `chunks` first, then `staging`.
 #[derive(Default)]
-struct WriteQueue {
+pub(crate) struct WriteQueue {
     chunks: VecDeque<Bytes>,
+    /// Bytes in `chunks`, kept so that the queue's length is known without a walk.
+    chunks_len: usize,
     staging: BytesMut,
 }
 
 impl WriteQueue {
-    fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.chunks.is_empty() && self.staging.is_empty()
     }
 
-    fn len(&self) -> usize {
-        self.chunks.iter().map(Bytes::len).sum::<usize>() + self.staging.len()
+    pub(crate) fn len(&self) -> usize {
+        self.chunks_len + self.staging.len()
     }
 
-    fn push_frame(
+    fn push_back_chunk(&mut self, chunk: Bytes) {
+        self.chunks_len += chunk.len();
+        self.chunks.push_back(chunk);
+    }
+
+    pub(crate) fn push_frame(
         &mut self,
         role: Role,
         opcode: OpCode,
@@ -102,26 +157,30 @@ impl WriteQueue {
     fn push_chunk(&mut self, head: &FrameHeader, payload: Bytes) {
         encode_header(self.staging(MAX_HEADER_LEN), head);
         let staged = self.staging.split().freeze();
-        self.chunks.push_back(staged);
-        self.chunks.push_back(payload);
+        self.push_back_chunk(staged);
+        self.push_back_chunk(payload);
     }
 
     /// The staging buffer, with room for at least `n` more bytes if it was empty.
     fn staging(&mut self, n: usize) -> &mut BytesMut {
         if self.staging.capacity() == 0 {
-            self.staging.reserve(n.max(STAGING_START));
+            if n <= STAGING_START {
+                self.staging = fresh_staging();
+            } else {
+                self.staging.reserve(n);
+            }
         }
         &mut self.staging
     }
 
     /// Queues a frame encoded elsewhere (a prepared message), by reference when large.
-    fn push_encoded(&mut self, frame: &Bytes) {
+    pub(crate) fn push_encoded(&mut self, frame: &Bytes) {
         if frame.len() >= ZERO_COPY_THRESHOLD {
             if !self.staging.is_empty() {
                 let head = self.staging.split().freeze();
-                self.chunks.push_back(head);
+                self.push_back_chunk(head);
             }
-            self.chunks.push_back(frame.clone());
+            self.push_back_chunk(frame.clone());
         } else {
             self.staging(frame.len()).extend_from_slice(frame);
         }
@@ -132,6 +191,7 @@ impl WriteQueue {
             if let Some(front) = self.chunks.front_mut() {
                 let take = n.min(front.len());
                 front.advance(take);
+                self.chunks_len -= take;
                 n -= take;
                 if front.is_empty() {
                     self.chunks.pop_front();
@@ -146,7 +206,7 @@ impl WriteQueue {
         }
         if self.is_empty() {
             // Everything went out: hold no memory while the connection is quiet.
-            self.staging = BytesMut::new();
+            recycle_staging(std::mem::take(&mut self.staging));
             if self.chunks.capacity() > 0 {
                 self.chunks = VecDeque::new();
             }
@@ -173,36 +233,62 @@ impl PayloadRef<'_> {
 }
 
 pub(crate) struct Inner<S> {
-    pub(crate) io: S,
-    queue: WriteQueue,
+    /// The transport; `None` once [`Shared::close_now`] dropped it.
+    io: Option<S>,
+    pub(crate) queue: WriteQueue,
+    /// The flusher that last found the transport not ready to write: woken by
+    /// `close_now` (the reader is the `driver`, below).
+    write_waker: Option<Waker>,
     flusher: Option<u64>,
     waiters: Vec<Waker>,
     next_id: u64,
     /// A close frame was queued: no more frames may follow (§5.5.1).
     pub(crate) close_sent: bool,
+    /// `driver` was woken and has not run since.
+    driver_woken: bool,
+    /// The last write found the transport full: whoever made it is registered for
+    /// writability and goes on when there is room.
+    write_blocked: bool,
     /// The transport failed while writing; the stream is unusable.
     write_error: Option<io::ErrorKind>,
+    /// The task to wake when frames are queued from outside (a hub) while nobody
+    /// writes: the reader's, registered whenever it waits for input.
+    driver: Option<Waker>,
+    /// What a hub left with this connection besides frames (rare, so boxed).
+    pub(crate) hub: Option<Box<super::outlet::HubSide>>,
 }
 
 /// State shared between the halves of one connection.
 pub(crate) struct Shared<S> {
     inner: Mutex<Inner<S>>,
     pub(crate) role: Role,
+    /// Set (once) by a hub that closed the connection for falling behind; the reader
+    /// looks at it on every poll without taking the lock.
+    pub(crate) kicked: AtomicBool,
+    /// The subprotocol agreed in the handshake (one copy for both halves).
+    pub(crate) subprotocol: Option<Box<str>>,
 }
 
 impl<S> Shared<S> {
-    pub(crate) fn new(io: S, role: Role) -> Self {
+    pub(crate) fn new(io: S, role: Role, subprotocol: Option<String>) -> Self {
         Shared {
             inner: Mutex::new(Inner {
-                io,
+                io: Some(io),
                 queue: WriteQueue::default(),
+                write_waker: None,
                 flusher: None,
                 waiters: Vec::new(),
                 next_id: 1,
                 close_sent: false,
+                driver_woken: false,
+                write_blocked: false,
                 write_error: None,
+                driver: None,
+                hub: None,
             }),
             role,
+            kicked: AtomicBool::new(false),
+            subprotocol: subprotocol.map(String::into_boxed_str),
         }
     }
 
@@ -219,11 +305,41 @@ impl<S> Shared<S> {
         g.next_id
     }
 
-    pub(crate) fn into_inner(self) -> S {
+    /// The transport, unless it was closed.
+    pub(crate) fn into_inner(self) -> Option<S> {
         self.inner
             .into_inner()
             .unwrap_or_else(|e| e.into_inner())
             .io
+    }
+
+    /// Runs `f` with the transport; `None` once it was closed.
+    pub(crate) fn with_io<R>(&self, f: impl FnOnce(&S) -> R) -> Option<R> {
+        self.lock().io.as_ref().map(f)
+    }
+
+    /// Closes the transport at once (gorilla's `Close`): drops it, so the peer sees
+    /// the connection end now, whatever halves and handles still share it. Whoever
+    /// waits on it is woken and then fails with [`closed_error`].
+    pub(crate) fn close_now(&self) {
+        let io = {
+            let mut g = self.lock();
+            let io = g.io.take();
+            g.queue = WriteQueue::default();
+            g.flusher = None;
+            let wakers = g.driver.take().into_iter().chain(g.write_waker.take());
+            for w in wakers.chain(g.waiters.drain(..)).collect::<Vec<_>>() {
+                w.wake();
+            }
+            io
+        };
+        // Outside the lock: dropping a transport may take a while (TLS, deregistering).
+        drop(io);
+    }
+
+    /// Whether [`close_now`](Self::close_now) was called.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().io.is_none()
     }
 
     /// Stops being the flusher, if `id` is, and wakes whoever waits for the queue.
@@ -233,6 +349,28 @@ impl<S> Shared<S> {
             g.flusher = None;
             for w in g.waiters.drain(..) {
                 w.wake();
+            }
+        }
+    }
+
+    /// Like [`release`](Self::release), for a flusher that was dropped before the
+    /// queue was written: the transport may now wake a task that no longer writes,
+    /// so the driver is woken to take over what is left.
+    pub(crate) fn release_cancelled(&self, id: u64) {
+        let mut g = self.lock();
+        if g.flusher != Some(id) {
+            return;
+        }
+        g.flusher = None;
+        for w in g.waiters.drain(..) {
+            w.wake();
+        }
+        if !g.queue.is_empty() {
+            g.write_blocked = false;
+            if let Some(driver) = g.driver.clone() {
+                g.driver_woken = true;
+                drop(g);
+                driver.wake();
             }
         }
     }
@@ -278,6 +416,47 @@ impl<S> Inner<S> {
     pub(crate) fn queued_bytes(&self) -> usize {
         self.queue.len()
     }
+
+    /// After frames were queued from outside the connection's tasks: the driver to
+    /// wake (after the lock is let go) if nobody else will write them.
+    pub(crate) fn driver_to_wake(&mut self) -> Option<Waker> {
+        if self.flusher.is_some() || self.write_blocked || self.driver_woken {
+            return None;
+        }
+        let driver = self.driver.clone()?;
+        self.driver_woken = true;
+        Some(driver)
+    }
+
+    /// The driver, whatever the state of the queue (a hub closing the connection
+    /// needs the reader to see it).
+    pub(crate) fn driver_now(&mut self) -> Option<Waker> {
+        self.driver_woken = true;
+        self.driver.clone()
+    }
+
+    /// Whether a data or control frame may be queued: not once the transport was
+    /// closed, nor after a close frame (§5.5.1).
+    pub(crate) fn check_writable(&self) -> crate::Result<()> {
+        if self.io.is_none() {
+            return Err(crate::Error::AlreadyClosed);
+        }
+        if self.close_sent {
+            return Err(crate::Error::CloseSent);
+        }
+        Ok(())
+    }
+
+    /// Registers `cx` as the task to wake for frames queued from outside.
+    fn register_driver(&mut self, cx: &Context<'_>) {
+        if !self
+            .driver
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            self.driver = Some(cx.waker().clone());
+        }
+    }
 }
 
 impl<S: AsyncWrite + Unpin> Shared<S> {
@@ -287,10 +466,10 @@ impl<S: AsyncWrite + Unpin> Shared<S> {
         let mut guard = self.lock();
         let g = &mut *guard;
         if let Some(kind) = g.write_error {
-            return Poll::Ready(Err(io::Error::new(
-                kind,
-                "websocket: transport failed earlier",
-            )));
+            return Poll::Ready(Err(io::Error::new(kind, "transport failed earlier")));
+        }
+        if g.io.is_none() {
+            return Poll::Ready(Err(closed_error()));
         }
         match g.flusher {
             Some(other) if other != id => {
@@ -301,17 +480,37 @@ impl<S: AsyncWrite + Unpin> Shared<S> {
             }
             _ => g.flusher = Some(id),
         }
+        let result = ready!(self.poll_write_queue(g, cx));
+        g.flusher = None;
+        for w in g.waiters.drain(..) {
+            w.wake();
+        }
+        Poll::Ready(result)
+    }
+
+    /// Writes what is queued (with held hub frames as they fit) until the queue is
+    /// empty and the transport flushed. The caller is the flusher.
+    fn poll_write_queue(&self, g: &mut Inner<S>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some(io) = g.io.as_mut() else {
+            return Poll::Ready(Err(closed_error()));
+        };
         let result = loop {
+            if let Some(hub) = &mut g.hub {
+                hub.release_held(&mut g.queue, self.role);
+            }
             if g.queue.is_empty() {
-                match Pin::new(&mut g.io).poll_flush(cx) {
-                    Poll::Pending => return Poll::Pending,
+                match Pin::new(&mut *io).poll_flush(cx) {
+                    Poll::Pending => {
+                        remember(&mut g.write_waker, cx);
+                        return Poll::Pending;
+                    }
                     Poll::Ready(r) => break r,
                 }
             }
             let written = if g.queue.chunks.is_empty() {
                 // The common case (small frames, all in staging): one plain write.
-                Pin::new(&mut g.io).poll_write(cx, &g.queue.staging)
-            } else if g.io.is_write_vectored() {
+                Pin::new(&mut *io).poll_write(cx, &g.queue.staging)
+            } else if io.is_write_vectored() {
                 let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
                 let mut n = 0;
                 for c in g.queue.chunks.iter().take(MAX_IOVECS - 1) {
@@ -322,35 +521,85 @@ impl<S: AsyncWrite + Unpin> Shared<S> {
                     slices[n] = IoSlice::new(&g.queue.staging);
                     n += 1;
                 }
-                Pin::new(&mut g.io).poll_write_vectored(cx, &slices[..n])
+                Pin::new(&mut *io).poll_write_vectored(cx, &slices[..n])
             } else {
                 let first: &[u8] = match g.queue.chunks.front() {
                     Some(c) => c,
                     None => &g.queue.staging,
                 };
-                Pin::new(&mut g.io).poll_write(cx, first)
+                Pin::new(&mut *io).poll_write(cx, first)
             };
             match written {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    g.write_blocked = true;
+                    remember(&mut g.write_waker, cx);
+                    return Poll::Pending;
+                }
                 Poll::Ready(Ok(0)) => break Err(io::ErrorKind::WriteZero.into()),
-                Poll::Ready(Ok(n)) => g.queue.advance(n),
+                Poll::Ready(Ok(n)) => {
+                    g.write_blocked = false;
+                    g.queue.advance(n);
+                }
                 Poll::Ready(Err(e)) => break Err(e),
             }
         };
         if let Err(e) = &result {
             g.write_error = Some(e.kind());
         }
+        Poll::Ready(result)
+    }
+
+    /// The reader's turn as driver, before it waits for input: writes what is queued
+    /// unless another future is writing it. Never waits for the transport — a full
+    /// one wakes this task when there is room — and never stays the flusher.
+    fn drive(&self, g: &mut Inner<S>, cx: &mut Context<'_>, id: u64) -> io::Result<()> {
+        g.driver_woken = false;
+        let idle = g.queue.is_empty() && g.hub.as_ref().is_none_or(|h| h.held_is_empty());
+        if idle || g.write_error.is_some() || g.flusher.is_some_and(|f| f != id) {
+            return Ok(());
+        }
+        g.flusher = Some(id);
+        let result = self.poll_write_queue(g, cx);
         g.flusher = None;
         for w in g.waiters.drain(..) {
             w.wake();
         }
-        Poll::Ready(result)
+        match result {
+            Poll::Ready(Err(e)) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// A corked hub delivery: writes what is queued now, from the publisher's task,
+    /// instead of waking the driver (which the hub had chosen to wake, so nobody else
+    /// is writing). If the transport is full, `driver` is what it registers, so the
+    /// driver goes on from there; if it failed, the driver is woken to find out.
+    pub(crate) fn write_now(&self, driver: &Waker) {
+        let mut guard = self.lock();
+        let g = &mut *guard;
+        g.driver_woken = false;
+        if g.flusher.is_some() || g.write_blocked || g.write_error.is_some() {
+            return;
+        }
+        g.flusher = Some(HUB_FLUSH_ID);
+        let result = self.poll_write_queue(g, &mut Context::from_waker(driver));
+        g.flusher = None;
+        for w in g.waiters.drain(..) {
+            w.wake();
+        }
+        drop(guard);
+        if let Poll::Ready(Err(_)) = result {
+            driver.wake_by_ref();
+        }
     }
 
     /// Half-closes the transport (TCP FIN) without a close handshake.
     pub(crate) fn poll_shutdown(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut g = self.lock();
-        Pin::new(&mut g.io).poll_shutdown(cx)
+        match g.io.as_mut() {
+            Some(io) => Pin::new(io).poll_shutdown(cx),
+            None => Poll::Ready(Ok(())),
+        }
     }
 }
 
@@ -359,14 +608,19 @@ thread_local! {
     static SCRATCH: RefCell<Vec<MaybeUninit<u8>>> = const { RefCell::new(Vec::new()) };
 }
 
-impl<S: AsyncRead + Unpin> Shared<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
     /// Reads at most `max` bytes from the transport into a fresh buffer of exactly the
     /// size that arrived (empty at end of stream). Until something arrives no memory
     /// is held for the connection: the read goes through a buffer of the thread's.
+    ///
+    /// Like every read of the reader (flusher `id`), it first writes what is queued
+    /// ([`drive`](Self::drive)) and, if nothing arrived, registers the task as the
+    /// connection's driver.
     pub(crate) fn poll_read_fresh(
         &self,
         cx: &mut Context<'_>,
         max: usize,
+        id: u64,
     ) -> Poll<io::Result<BytesMut>> {
         let via_scratch = SCRATCH.try_with(|scratch| {
             // Busy if re-entered from inside a transport's poll_read.
@@ -375,30 +629,84 @@ impl<S: AsyncRead + Unpin> Shared<S> {
                 scratch.resize(max, MaybeUninit::uninit());
             }
             let mut read_buf = ReadBuf::uninit(&mut scratch[..max]);
-            let mut g = self.lock();
-            Some(match Pin::new(&mut g.io).poll_read(cx, &mut read_buf) {
+            let mut guard = self.lock();
+            let g = &mut *guard;
+            if let Err(e) = self.drive(g, cx, id) {
+                return Some(Poll::Ready(Err(e)));
+            }
+            let Some(io) = g.io.as_mut() else {
+                return Some(Poll::Ready(Err(closed_error())));
+            };
+            Some(match Pin::new(io).poll_read(cx, &mut read_buf) {
                 Poll::Ready(Ok(())) => Poll::Ready(Ok(BytesMut::from(read_buf.filled()))),
                 Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                Poll::Pending => Poll::Pending,
+                Poll::Pending => {
+                    g.register_driver(cx);
+                    Poll::Pending
+                }
             })
         });
         if let Ok(Some(polled)) = via_scratch {
             return polled;
         }
         let mut buf = BytesMut::with_capacity(max);
-        ready!(self.poll_read_into(cx, &mut buf))?;
+        ready!(self.poll_read_into(cx, &mut buf, id))?;
         Poll::Ready(Ok(buf))
     }
 
-    /// Reads from the transport into the spare capacity of `buf`.
+    /// Reads from the transport into the spare capacity of `buf` (after writing what
+    /// is queued, as [`poll_read_fresh`](Self::poll_read_fresh)).
     pub(crate) fn poll_read_into(
         &self,
         cx: &mut Context<'_>,
         buf: &mut BytesMut,
+        id: u64,
     ) -> Poll<io::Result<usize>> {
-        let mut g = self.lock();
-        tokio_util::io::poll_read_buf(Pin::new(&mut g.io), cx, buf)
+        let mut guard = self.lock();
+        let g = &mut *guard;
+        self.drive(g, cx, id)?;
+        let Some(io) = g.io.as_mut() else {
+            return Poll::Ready(Err(closed_error()));
+        };
+        let polled = tokio_util::io::poll_read_buf(Pin::new(io), cx, buf);
+        if polled.is_pending() {
+            g.register_driver(cx);
+        }
+        polled
     }
+
+    /// Whether a hub closed the connection for falling behind: the close frame it
+    /// queued and the instant after which the transport is given up.
+    #[inline]
+    pub(crate) fn take_kick(&self) -> Option<(crate::proto::CloseFrame, std::time::Instant)> {
+        if !self.kicked.load(Ordering::Acquire) {
+            return None;
+        }
+        self.take_kick_slow()
+    }
+
+    #[cold]
+    fn take_kick_slow(&self) -> Option<(crate::proto::CloseFrame, std::time::Instant)> {
+        self.lock().hub.as_mut()?.kicked.take()
+    }
+}
+
+/// Keeps the waker of a task that waits on the transport, for `close_now` (a cheap
+/// comparison when it is the same task as last time, the usual case).
+#[inline]
+fn remember(slot: &mut Option<Waker>, cx: &Context<'_>) {
+    match slot {
+        Some(w) if w.will_wake(cx.waker()) => {}
+        _ => *slot = Some(cx.waker().clone()),
+    }
+}
+
+/// What a transport that was closed with `close()` reports: turned into
+/// [`Error::AlreadyClosed`](crate::Error::AlreadyClosed) by [`Error::from_io`](crate::Error).
+#[cold]
+#[inline(never)]
+pub(crate) fn closed_error() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, crate::error::LocalClose)
 }
 
 /// Marks a future as a (possible) flusher; hands the job on when dropped.
@@ -409,7 +717,7 @@ pub(crate) struct FlushGuard<'a, S> {
 
 impl<S> Drop for FlushGuard<'_, S> {
     fn drop(&mut self) {
-        self.shared.release(self.id);
+        self.shared.release_cancelled(self.id);
     }
 }
 

@@ -1,7 +1,7 @@
 //! `Stream` and `Sink` implementations, for `StreamExt`/`SinkExt` users.
 //!
-//! The stream ends (`None`) after the peer's close frame or the end of the transport;
-//! other errors are yielded once and then the stream ends too.
+//! The stream ends (`None`) after the peer's close frame, the end of the transport or a
+//! local `close`; other errors are yielded once and then the stream ends too.
 
 use super::{Conn, ReadHalf, WriteHalf};
 use crate::error::{Error, Result};
@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 fn end_of_stream(r: Result<Message>) -> Option<Result<Message>> {
     match r {
-        Err(Error::Closed(_)) => None,
+        Err(Error::Closed(_) | Error::AlreadyClosed) => None,
         other => Some(other),
     }
 }

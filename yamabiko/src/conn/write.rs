@@ -1,9 +1,10 @@
 //! The write half: frames messages and control frames into the shared write queue.
 
-use super::deadline::Deadline;
+use super::deadline::{Deadline, IntoDeadline};
 use super::shared::{FlushGuard, PayloadRef, Shared};
 use crate::error::{Error, Result};
-use crate::message::{Control, Message};
+use crate::hub::Framing;
+use crate::message::{Control, Message, Utf8Bytes};
 use crate::proto::deflate::Compressor;
 use crate::proto::utf8::Utf8Validator;
 use crate::proto::{MessageKind, OpCode};
@@ -27,24 +28,49 @@ pub struct WriteHalf<S> {
     deadline: Deadline,
     flush_id: u64,
     write_buffer_size: usize,
-    pub(crate) subprotocol: Option<String>,
     /// Boxed: most connections never compress, and an idle one should be small.
     compression: Option<Box<WriteCompression>>,
 }
 
+impl<S> std::fmt::Debug for WriteHalf<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteHalf")
+            .field("role", &self.shared.role)
+            .field("subprotocol", &self.shared.subprotocol)
+            .field("compression", &self.compression.is_some())
+            .field("closed", &self.shared.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> std::fmt::Debug for ControlHandle<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlHandle")
+            .field("role", &self.shared.role)
+            .field("closed", &self.shared.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> std::fmt::Debug for MessageWriter<'_, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessageWriter")
+            .field("kind", &self.kind)
+            .field("buffered", &self.buf.len())
+            .field("started", &self.started)
+            .field("finished", &self.finished)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<S> WriteHalf<S> {
-    pub(crate) fn new(
-        shared: Arc<Shared<S>>,
-        write_buffer_size: usize,
-        subprotocol: Option<String>,
-    ) -> Self {
+    pub(crate) fn new(shared: Arc<Shared<S>>, write_buffer_size: usize) -> Self {
         let flush_id = shared.new_flush_id();
         WriteHalf {
             shared,
             deadline: Deadline::default(),
             flush_id,
             write_buffer_size: write_buffer_size.max(128),
-            subprotocol,
             compression: None,
         }
     }
@@ -75,6 +101,21 @@ impl<S> WriteHalf<S> {
         self.compression.is_some()
     }
 
+    /// How a hub frames messages for this connection (see [`Framing`]).
+    pub(crate) fn framing(&self) -> Framing {
+        if self.shared.role == crate::proto::Role::Client {
+            return Framing::Masked;
+        }
+        match &self.compression {
+            Some(c) if c.is_enabled() && c.settings().no_context_takeover() => Framing::Deflate {
+                window_bits: c.settings().window_bits(),
+                level: c.settings().level(),
+                threshold: c.threshold(),
+            },
+            _ => Framing::Plain,
+        }
+    }
+
     /// The compressor to use for a message of `len` bytes, if any.
     fn compressor_for(&mut self, len: usize) -> Option<&mut Compressor> {
         self.compression.as_mut()?.for_message(len)
@@ -97,14 +138,26 @@ impl<S> WriteHalf<S> {
 
     /// Sets the write deadline: once it passes, writes fail with [`Error::Timeout`] until
     /// it is moved or cleared (`None`). A frame that timed out half-written stays queued
-    /// and goes out first on the next write, so the stream is never corrupted.
-    pub fn set_write_deadline(&mut self, deadline: Option<Instant>) {
-        self.deadline.set(deadline);
+    /// and goes out first on the next write, so the stream is never corrupted. Takes a
+    /// `std` or a tokio instant ([`IntoDeadline`](crate::IntoDeadline)).
+    pub fn set_write_deadline(&mut self, deadline: impl IntoDeadline) {
+        self.deadline.set(deadline.into_deadline());
+    }
+
+    /// Closes the connection at once, without a close handshake (gorilla's `Close`),
+    /// whatever other halves and handles share it: the peer sees the transport end
+    /// now, and every read, write and control frame of this connection — this half,
+    /// the read half, every [`ControlHandle`] — then fails with
+    /// [`Error::AlreadyClosed`] (a read waiting in another task wakes up to it).
+    /// Queued frames that were not written yet are dropped. For the close handshake,
+    /// send a close frame first ([`write_control`](Self::write_control)).
+    pub fn close(&self) {
+        self.shared.close_now();
     }
 
     /// The subprotocol agreed in the handshake.
     pub fn subprotocol(&self) -> Option<&str> {
-        self.subprotocol.as_deref()
+        self.shared.subprotocol.as_deref()
     }
 
     /// A handle for sending control frames from other tasks (gorilla's `WriteControl`
@@ -124,9 +177,7 @@ impl<S> WriteHalf<S> {
         payload: PayloadRef<'_>,
     ) -> Result<()> {
         let mut g = self.shared.lock();
-        if g.close_sent {
-            return Err(Error::CloseSent);
-        }
+        g.check_writable()?;
         g.push_frame(self.shared.role, opcode, fin, rsv1, payload);
         Ok(())
     }
@@ -144,14 +195,23 @@ impl<S: AsyncWrite + Unpin> WriteHalf<S> {
         self.flush().await
     }
 
-    /// Sends a text message (`write_message(Message::text(..))`).
-    pub async fn write_text(&mut self, text: impl Into<String>) -> Result<()> {
-        self.write_message(Message::text(text.into())).await
+    /// Sends a text message (`write_message(Message::text(..))`): a `&str`, a `String`
+    /// or [`Utf8Bytes`].
+    pub async fn write_text(&mut self, text: impl Into<Utf8Bytes>) -> Result<()> {
+        self.write_message(Message::Text(text.into())).await
     }
 
     /// Sends a binary message.
     pub async fn write_binary(&mut self, bytes: impl Into<Bytes>) -> Result<()> {
         self.write_message(Message::binary(bytes)).await
+    }
+
+    /// Sends `value` as a JSON text message (gorilla's `WriteJSON`).
+    #[cfg(feature = "json")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
+    pub async fn write_json<T: serde::Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
+        let text = serde_json::to_string(value).map_err(Error::Json)?;
+        self.write_message(Message::text(text)).await
     }
 
     /// Queues a message without waiting for the transport; [`flush`](Self::flush) sends
@@ -183,9 +243,7 @@ impl<S: AsyncWrite + Unpin> WriteHalf<S> {
             _ => return self.queue_whole(message.message().clone()),
         };
         let mut g = self.shared.lock();
-        if g.close_sent {
-            return Err(Error::CloseSent);
-        }
+        g.check_writable()?;
         g.push_encoded(&frame);
         Ok(())
     }
@@ -204,7 +262,7 @@ impl<S: AsyncWrite + Unpin> WriteHalf<S> {
             guard
                 .shared
                 .poll_flush_queue(cx, guard.id)
-                .map_err(Error::Io)
+                .map_err(Error::from_io)
         })
         .await;
         drop(guard);
@@ -212,7 +270,7 @@ impl<S: AsyncWrite + Unpin> WriteHalf<S> {
     }
 
     /// Sends a control frame; see [`ControlHandle::write_control`].
-    pub async fn write_control(&self, control: Control, deadline: Option<Instant>) -> Result<()> {
+    pub async fn write_control(&self, control: Control, deadline: impl IntoDeadline) -> Result<()> {
         self.control_handle().write_control(control, deadline).await
     }
 
@@ -230,6 +288,7 @@ impl<S: AsyncWrite + Unpin> WriteHalf<S> {
             started: false,
             flushing: false,
             finished: false,
+            invalid: false,
             utf8: (kind == MessageKind::Text).then(Utf8Validator::new),
             compress,
         }
@@ -248,7 +307,7 @@ impl<S: AsyncWrite + Unpin> WriteHalf<S> {
         }
         self.shared
             .poll_flush_queue(cx, self.flush_id)
-            .map_err(Error::Io)
+            .map_err(Error::from_io)
     }
 }
 
@@ -272,12 +331,30 @@ impl<S> Clone for ControlHandle<S> {
     }
 }
 
+impl<S> ControlHandle<S> {
+    /// Closes the connection at once, as [`WriteHalf::close`]: for the task that
+    /// decides a connection must end (a failed ping, a shutdown) while other tasks
+    /// read and write it; they wake up to [`Error::AlreadyClosed`].
+    pub fn close(&self) {
+        self.shared.close_now();
+    }
+
+    /// Whether the connection was closed with `close` (by any half or handle).
+    pub fn is_closed(&self) -> bool {
+        self.shared.is_closed()
+    }
+}
+
 impl<S: AsyncWrite + Unpin> ControlHandle<S> {
     /// Sends a control frame, between the fragments of a message being written if need
     /// be, and waits until the transport took it or `deadline` passes. Payloads are
     /// limited to 125 bytes (a close reason to 123); after a close frame nothing more
     /// can be sent ([`Error::CloseSent`]).
-    pub async fn write_control(&self, control: Control, deadline: Option<Instant>) -> Result<()> {
+    ///
+    /// Cancel-safe: if the future is dropped, the frame is either not queued or queued
+    /// whole and sent by a later write.
+    pub async fn write_control(&self, control: Control, deadline: impl IntoDeadline) -> Result<()> {
+        let deadline = deadline.into_deadline();
         let role = self.shared.role;
         let (opcode, payload) = control.frame()?;
         if matches!(deadline, Some(at) if Instant::now() >= at) {
@@ -285,9 +362,7 @@ impl<S: AsyncWrite + Unpin> ControlHandle<S> {
         }
         {
             let mut g = self.shared.lock();
-            if g.close_sent {
-                return Err(Error::CloseSent);
-            }
+            g.check_writable()?;
             g.push_frame(role, opcode, true, false, PayloadRef::Shared(&payload));
         }
         let guard = FlushGuard {
@@ -303,7 +378,7 @@ impl<S: AsyncWrite + Unpin> ControlHandle<S> {
             guard
                 .shared
                 .poll_flush_queue(cx, guard.id)
-                .map_err(Error::Io)
+                .map_err(Error::from_io)
         })
         .await;
         drop(guard);
@@ -314,9 +389,18 @@ impl<S: AsyncWrite + Unpin> ControlHandle<S> {
 /// Writes one message piece by piece (gorilla's `NextWriter`). Implements
 /// [`AsyncWrite`]; [`finish`](Self::finish) (or `shutdown`) sends the final fragment.
 ///
-/// Text written through it is checked incrementally to be UTF-8. Dropping the writer
-/// without `finish`: if no fragment was sent yet, the message is discarded; otherwise
-/// the buffered bytes are queued as the final fragment so the stream stays valid.
+/// Text written through it is checked incrementally to be UTF-8, and invalid UTF-8
+/// never reaches the wire: a fragment goes out only up to the last whole character
+/// (an unfinished one waits for the next write), and the write that supplies invalid
+/// bytes — or `finish`, for a message that ends inside a character — fails with
+/// [`io::ErrorKind::InvalidData`] (`finish`: [`Error::InvalidInput`]). The message
+/// then ends there: if fragments went out already, a final fragment with the valid
+/// bytes written before is queued (and sent with the next write or flush of the
+/// connection), otherwise nothing is sent. The connection stays usable.
+///
+/// Dropping the writer without `finish`: if no fragment was sent yet, the message is
+/// discarded; otherwise the buffered bytes (whole characters only) are queued as the
+/// final fragment, so the stream stays valid.
 pub struct MessageWriter<'a, S> {
     half: &'a mut WriteHalf<S>,
     kind: MessageKind,
@@ -325,18 +409,27 @@ pub struct MessageWriter<'a, S> {
     started: bool,
     flushing: bool,
     finished: bool,
+    /// The text was not valid UTF-8: the message was ended early, `finish` fails.
+    invalid: bool,
     utf8: Option<Utf8Validator>,
     compress: bool,
 }
 
 impl<S> MessageWriter<'_, S> {
+    /// Queues the buffered bytes as a fragment. A text fragment that is not the last
+    /// keeps an unfinished character back for the next one, so that every fragment on
+    /// the wire ends on a character boundary.
     fn emit(&mut self, fin: bool) -> Result<()> {
         let opcode = if self.started {
             OpCode::Continuation
         } else {
             self.kind.opcode()
         };
-        let mut payload = self.buf.split().freeze();
+        let held = match &self.utf8 {
+            Some(v) if !fin => v.pending_len(),
+            _ => 0,
+        };
+        let mut payload = self.buf.split_to(self.buf.len() - held).freeze();
         let compressor = self.half.compression.as_mut().map(|c| c.compressor());
         let rsv1 = match compressor {
             Some(c) if self.compress => {
@@ -356,10 +449,38 @@ impl<S> MessageWriter<'_, S> {
         }
         Ok(())
     }
+
+    /// Ends the message early (invalid text, or the writer dropped): drops the
+    /// unfinished character at the end of the buffer (`held` bytes) and, if fragments
+    /// went out, queues the rest as the final fragment; otherwise the message is
+    /// dropped unsent.
+    fn end_early(&mut self, held: usize) {
+        self.buf.truncate(self.buf.len() - held.min(self.buf.len()));
+        self.utf8 = None; // what is left is whole characters
+        if self.started {
+            // Fails only after a close frame, when nothing may follow anyway.
+            let _ = self.emit(true);
+        }
+        self.buf = BytesMut::new();
+        self.finished = true;
+    }
+
+    /// Ends the message early because its text is not valid UTF-8.
+    fn end_invalid(&mut self, held: usize) {
+        self.end_early(held);
+        self.invalid = true;
+    }
+
+    fn invalid_text() -> Error {
+        Error::InvalidInput("text message is not valid UTF-8".into())
+    }
 }
 
 impl<S: AsyncWrite + Unpin> MessageWriter<'_, S> {
-    /// Sends the final fragment and waits until the transport took the message.
+    /// Sends the final fragment and waits until the transport took the message. For
+    /// text that ends inside a character (or after a write that was refused as
+    /// invalid UTF-8), the message is ended with the valid part and this returns
+    /// [`Error::InvalidInput`] once that is written.
     pub async fn finish(mut self) -> Result<()> {
         poll_fn(|cx| self.poll_finish(cx)).await
     }
@@ -370,17 +491,19 @@ impl<S: AsyncWrite + Unpin> MessageWriter<'_, S> {
                 ready!(self.half.poll_flush_with_deadline(cx))?;
                 self.flushing = false;
             }
-            if let Some(v) = &mut self.utf8 {
-                if v.finish().is_err() {
-                    return Poll::Ready(Err(Error::InvalidInput(
-                        "text message is not valid UTF-8".into(),
-                    )));
-                }
+            let unfinished = self.utf8.as_ref().map_or(0, Utf8Validator::pending_len);
+            if unfinished > 0 {
+                self.end_invalid(unfinished);
+            } else {
+                self.emit(true)?;
+                self.finished = true;
             }
-            self.emit(true)?;
-            self.finished = true;
         }
-        self.half.poll_flush_with_deadline(cx)
+        ready!(self.half.poll_flush_with_deadline(cx))?;
+        if self.invalid {
+            return Poll::Ready(Err(Self::invalid_text()));
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -391,10 +514,16 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for MessageWriter<'_, S> {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if this.invalid {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "text message is not valid UTF-8",
+            )));
+        }
         if this.finished {
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::BrokenPipe,
-                "websocket: message already finished",
+                "message already finished",
             )));
         }
         loop {
@@ -410,10 +539,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for MessageWriter<'_, S> {
             }
             let n = space.min(data.len());
             if let Some(v) = &mut this.utf8 {
+                let held = v.pending_len();
                 if v.feed(&data[..n]).is_err() {
+                    this.end_invalid(held);
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::InvalidData,
-                        "websocket: text message is not valid UTF-8",
+                        "text message is not valid UTF-8",
                     )));
                 }
             }
@@ -439,8 +570,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for MessageWriter<'_, S> {
 impl<S> Drop for MessageWriter<'_, S> {
     fn drop(&mut self) {
         if self.started && !self.finished {
-            let _ = self.emit(true);
+            // End the message with whole characters only.
+            let unfinished = self.utf8.as_ref().map_or(0, Utf8Validator::pending_len);
+            self.end_early(unfinished);
         }
+        // A flush cut short must not leave this half the flusher: control frames from
+        // other tasks would wait for it.
+        self.half.shared.release(self.half.flush_id);
     }
 }
 

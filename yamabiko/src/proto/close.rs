@@ -144,6 +144,8 @@ impl fmt::Display for InvalidClose {
     }
 }
 
+impl std::error::Error for InvalidClose {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -92,7 +92,9 @@ impl fmt::Display for ProtocolError {
                 f.write_str("new data frame while a fragmented message is in progress")
             }
             ProtocolError::InvalidLength => f.write_str("invalid 64-bit payload length"),
-            ProtocolError::InvalidUtf8 => f.write_str("invalid UTF-8 in text"),
+            ProtocolError::InvalidUtf8 => {
+                f.write_str("invalid UTF-8 in text message or close reason")
+            }
             ProtocolError::InvalidClosePayload => f.write_str("close frame with 1-byte payload"),
             ProtocolError::InvalidCloseCode(c) => write!(f, "invalid close code {c}"),
             ProtocolError::FrameTooLarge { limit } => write!(f, "frame larger than {limit} bytes"),
@@ -105,3 +107,43 @@ impl fmt::Display for ProtocolError {
 }
 
 impl std::error::Error for ProtocolError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every variant: a message in the API guidelines' style, short enough to be the
+    /// close reason as it is (123 bytes), and the right close code.
+    #[test]
+    fn every_violation_has_a_plain_message_and_its_code() {
+        let all = [
+            (ProtocolError::ReservedOpcode(0x3), 1002),
+            (ProtocolError::ReservedBits, 1002),
+            (ProtocolError::UnmaskedFrame, 1002),
+            (ProtocolError::MaskedFrame, 1002),
+            (ProtocolError::ControlFrameTooLong, 1002),
+            (ProtocolError::FragmentedControlFrame, 1002),
+            (ProtocolError::UnexpectedContinuation, 1002),
+            (ProtocolError::ExpectedContinuation, 1002),
+            (ProtocolError::InvalidLength, 1002),
+            (ProtocolError::InvalidUtf8, 1007),
+            (ProtocolError::InvalidClosePayload, 1002),
+            (ProtocolError::InvalidCloseCode(999), 1002),
+            (ProtocolError::FrameTooLarge { limit: u64::MAX }, 1009),
+            (ProtocolError::MessageTooLarge { limit: u64::MAX }, 1009),
+            (ProtocolError::InvalidCompressedData, 1007),
+        ];
+        for (e, code) in all {
+            let text = e.to_string();
+            assert!(
+                text.starts_with(|c: char| c.is_ascii_lowercase()),
+                "{text:?}"
+            );
+            assert!(!text.ends_with(['.', '!', ':']), "{text:?}");
+            assert!(text.len() <= MAX_REASON_LEN, "{text:?}");
+            assert_eq!(e.close_code(), CloseCode(code), "{text:?}");
+            assert_eq!(e.close_frame().reason, text);
+            assert!(std::error::Error::source(&e).is_none());
+        }
+    }
+}

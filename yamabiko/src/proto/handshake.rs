@@ -131,42 +131,33 @@ impl HandshakeError {
 impl fmt::Display for HandshakeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            HandshakeError::Malformed(why) => write!(f, "websocket: malformed HTTP message: {why}"),
-            HandshakeError::HeadersTooLarge => f.write_str("websocket: HTTP head too large"),
-            HandshakeError::MethodNotAllowed => f.write_str("websocket: request method is not GET"),
-            HandshakeError::HttpVersion => {
-                f.write_str("websocket: HTTP version must be at least HTTP/1.1")
-            }
+            HandshakeError::Malformed(why) => write!(f, "malformed HTTP message: {why}"),
+            HandshakeError::HeadersTooLarge => f.write_str("HTTP head too large"),
+            HandshakeError::MethodNotAllowed => f.write_str("request method is not GET"),
+            HandshakeError::HttpVersion => f.write_str("HTTP version must be at least HTTP/1.1"),
             HandshakeError::NoUpgradeWebsocket => {
-                f.write_str("websocket: 'Upgrade: websocket' header missing")
+                f.write_str("'Upgrade: websocket' header missing")
             }
             HandshakeError::NoConnectionUpgrade => {
-                f.write_str("websocket: 'upgrade' token not found in 'Connection' header")
+                f.write_str("'upgrade' token not found in 'Connection' header")
             }
-            HandshakeError::UnsupportedVersion => f.write_str(
-                "websocket: unsupported version: 13 not found in 'Sec-WebSocket-Version' header",
-            ),
-            HandshakeError::BadKey => f.write_str(
-                "websocket: 'Sec-WebSocket-Key' header missing or not base64 of 16 bytes",
-            ),
-            HandshakeError::OriginRejected => f.write_str("websocket: request origin not allowed"),
-            HandshakeError::UnexpectedStatus(code) => {
-                write!(f, "websocket: bad handshake: unexpected status {code}")
+            HandshakeError::UnsupportedVersion => {
+                f.write_str("unsupported version: 13 not found in 'Sec-WebSocket-Version' header")
             }
+            HandshakeError::BadKey => {
+                f.write_str("'Sec-WebSocket-Key' header missing or not base64 of 16 bytes")
+            }
+            HandshakeError::OriginRejected => f.write_str("request origin not allowed"),
+            HandshakeError::UnexpectedStatus(code) => write!(f, "unexpected status {code}"),
             HandshakeError::ResponseNotUpgrade => {
-                f.write_str("websocket: bad handshake: response is not an upgrade to websocket")
+                f.write_str("response is not an upgrade to websocket")
             }
-            HandshakeError::BadAccept => {
-                f.write_str("websocket: bad handshake: 'Sec-WebSocket-Accept' missing or wrong")
-            }
+            HandshakeError::BadAccept => f.write_str("'Sec-WebSocket-Accept' missing or wrong"),
             HandshakeError::UnrequestedSubprotocol(p) => {
-                write!(
-                    f,
-                    "websocket: server selected unrequested subprotocol {p:?}"
-                )
+                write!(f, "server selected unrequested subprotocol {p:?}")
             }
             HandshakeError::UnrequestedExtension(e) => {
-                write!(f, "websocket: server sent unrequested extension {e:?}")
+                write!(f, "server sent unrequested extension {e:?}")
             }
         }
     }
@@ -291,6 +282,27 @@ fn single_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         return None;
     }
     first.to_str().ok().map(str::trim)
+}
+
+/// Whether a request asks for a WebSocket upgrade: `Upgrade` contains the token
+/// `websocket` and `Connection` the token `upgrade` (case-insensitive, in
+/// comma-separated lists), as gorilla's `IsWebSocketUpgrade`. For a server that serves
+/// pages and sockets on one port: route on it, then let the upgrader check the rest
+/// (method, version, key, origin) and answer a bad request with its HTTP error.
+///
+/// ```
+/// let req = yamabiko::http::Request::get("/ws")
+///     .header("connection", "keep-alive, Upgrade")
+///     .header("upgrade", "websocket")
+///     .body(())
+///     .unwrap();
+/// assert!(yamabiko::is_websocket_upgrade(&req));
+/// let page = yamabiko::http::Request::get("/").body(()).unwrap();
+/// assert!(!yamabiko::is_websocket_upgrade(&page));
+/// ```
+pub fn is_websocket_upgrade<B>(req: &http::Request<B>) -> bool {
+    let headers = req.headers();
+    has_token(headers, "upgrade", "websocket") && has_token(headers, "connection", "upgrade")
 }
 
 /// Validates method (GET), version (>= 1.1), Upgrade, Connection, Sec-WebSocket-Version (13), Sec-WebSocket-Key; checks in that order.
@@ -445,6 +457,45 @@ pub fn build_response(
     let mut out = head.into_bytes();
     write_headers(&mut out, extra, |_| false);
     out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// An HTTP/1.1 response — status line, headers, body — as bytes to write: for a
+/// server that reads requests itself and answers those that are not upgrades (a page,
+/// a redirect, a 404) on the same port, without writing HTTP by hand. A
+/// `Content-Length` from the body is added when the response has none (and its status
+/// may carry a body); the version is always HTTP/1.1.
+///
+/// ```
+/// use yamabiko::http::{header, Response};
+/// let page = Response::builder()
+///     .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+///     .body("<h1>hello</h1>")
+///     .unwrap();
+/// let bytes = yamabiko::proto::handshake::encode_response(&page);
+/// assert_eq!(
+///     bytes,
+///     b"HTTP/1.1 200 OK\r\ncontent-type: text/html; charset=utf-8\r\n\
+///       content-length: 14\r\n\r\n<h1>hello</h1>"
+/// );
+/// ```
+pub fn encode_response<B: AsRef<[u8]>>(response: &http::Response<B>) -> Vec<u8> {
+    let body = response.body().as_ref();
+    let status = response.status();
+    let mut out = Vec::with_capacity(128 + body.len());
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    write_headers(&mut out, response.headers(), |_| false);
+    // RFC 9110 §8.6: no Content-Length for 1xx and 204; 304 may keep the resource's.
+    let bodiless = status.is_informational() || status == http::StatusCode::NO_CONTENT;
+    if !bodiless && !response.headers().contains_key(header::CONTENT_LENGTH) {
+        out.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
     out
 }
 
@@ -880,7 +931,7 @@ mod tests {
         for (err, status) in all {
             assert_eq!(err.status(), status, "{err:?}");
             let msg = err.to_string();
-            assert!(msg.starts_with("websocket: ") && !msg.contains('\n'));
+            assert!(!msg.contains('\n') && !msg.ends_with('.'), "{msg:?}");
 
             let raw = err.to_http_response();
             let Ok(Some((resp, len))) = parse_response(&raw, LIMIT) else {
@@ -913,7 +964,7 @@ mod tests {
     fn display_example() {
         assert_eq!(
             HandshakeError::NoUpgradeWebsocket.to_string(),
-            "websocket: 'Upgrade: websocket' header missing"
+            "'Upgrade: websocket' header missing"
         );
     }
 

@@ -15,6 +15,14 @@ pub struct Utf8Validator {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InvalidUtf8;
 
+impl std::fmt::Display for InvalidUtf8 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("invalid UTF-8")
+    }
+}
+
+impl std::error::Error for InvalidUtf8 {}
+
 impl Utf8Validator {
     /// A validator at the start of a message.
     pub fn new() -> Self {
@@ -56,6 +64,13 @@ impl Utf8Validator {
             }
             Err(_) => Err(InvalidUtf8),
         }
+    }
+
+    /// How many bytes at the end of what was fed so far form an unfinished character
+    /// (0–3): a writer that must end a fragment on a character boundary holds them
+    /// back.
+    pub fn pending_len(&self) -> usize {
+        usize::from(self.pending_len)
     }
 
     /// The message ended: any unfinished sequence is an error.

@@ -244,9 +244,9 @@ impl WebSocketUpgradeRejection {
 impl fmt::Display for WebSocketUpgradeRejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            WebSocketUpgradeRejection::Handshake(e) => write!(f, "websocket: {e}"),
+            WebSocketUpgradeRejection::Handshake(e) => write!(f, "{e}"),
             WebSocketUpgradeRejection::ConnectionNotUpgradable => {
-                f.write_str("websocket: this connection cannot be upgraded")
+                f.write_str("this connection cannot be upgraded")
             }
         }
     }

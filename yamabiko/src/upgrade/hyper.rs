@@ -75,6 +75,7 @@ impl Upgrader {
     /// yields the connection. A refused request gives [`Error::Handshake`] (turn it
     /// into the HTTP answer with [`error_response`]); a request hyper cannot upgrade
     /// (HTTP/2, or a server without `.with_upgrades()`) gives [`Error::InvalidInput`].
+    #[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
     pub fn upgrade_hyper<B, Bd: Default>(
         &self,
         req: &mut http::Request<B>,

@@ -16,7 +16,7 @@
 //! 1 MiB on the wire; it is stopped at the limit, holding no more than the limit).
 //!
 //! ```
-//! use bytes::BytesMut;
+//! use yamabiko::bytes::BytesMut;
 //! use yamabiko::proto::Role;
 //! use yamabiko::proto::deflate::{
 //!     client_offer, negotiate_client, negotiate_server, Compressor, DeflateConfig,

@@ -1,170 +1,20 @@
-//! `yamabiko bench URL`: a load generator for any WebSocket echo server.
-//!
-//! Opens `--conns` connections, keeps `--inflight` messages in flight on each (a
-//! writer task and a reader task per connection), checks every echo byte for byte
-//! and records round-trip latency in an HDR histogram. `--idle N` instead opens N
-//! idle connections and holds them, to measure a server's memory per connection.
-//!
-//! Every phase is bounded in time: connecting (`--connect-timeout`), warm-up,
-//! measuring (`--duration`) and draining the last echoes (`--drain-timeout`).
-//!
-//! `--board` loads the bulletin board (`yamabiko serve`) instead: see [`board`].
+//! The echo load: `--conns` connections, `--inflight` messages in flight on each,
+//! every echo checked and timed.
 
-use anyhow::{bail, Context};
-use clap::Args;
+use super::{clock_ticks, cpu_ticks, secs, BenchArgs, Report};
+use anyhow::Context;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::VecDeque;
 use std::io::IsTerminal;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::{sleep_until, timeout_at, Instant};
 use yamabiko::{Dialer, Message, ReadHalf, WriteHalf};
-
-mod board;
-
-/// Options of `yamabiko bench`.
-#[derive(Args, Debug)]
-pub struct BenchArgs {
-    /// The echo server to load (`ws://host:port/path`).
-    url: String,
-    /// Number of connections.
-    #[arg(long, default_value_t = 10)]
-    conns: usize,
-    /// Payload size of every message, in bytes.
-    #[arg(long, default_value_t = 20)]
-    size: usize,
-    /// Messages kept in flight on each connection.
-    #[arg(long, default_value_t = 1)]
-    inflight: usize,
-    /// Length of the measuring window, in seconds.
-    #[arg(long, default_value_t = 10.0)]
-    duration: f64,
-    /// Warm-up before measuring, in seconds (echoes then are checked, not counted).
-    #[arg(long, default_value_t = 2.0)]
-    warmup: f64,
-    /// Send text messages (ASCII payload) instead of binary ones.
-    #[arg(long)]
-    text: bool,
-    /// Print one JSON object instead of a table.
-    #[arg(long)]
-    json: bool,
-    /// Bound on opening all connections, in seconds.
-    #[arg(long, default_value_t = 30.0)]
-    connect_timeout: f64,
-    /// Bound on waiting for the last echoes after the window, in seconds.
-    #[arg(long, default_value_t = 10.0)]
-    drain_timeout: f64,
-    /// Allow targets outside loopback.
-    #[arg(long)]
-    allow_remote: bool,
-    /// Open this many idle connections and hold them (memory per connection).
-    #[arg(long, value_name = "N")]
-    idle: Option<usize>,
-    /// With --idle: how long to hold the connections, in seconds.
-    #[arg(long, default_value_t = 10.0)]
-    hold: f64,
-    /// Runtime threads (1 = single-threaded runtime, for pinning to one core).
-    #[arg(long, default_value_t = 1)]
-    threads: usize,
-    /// Linux: also report this server process's CPU per message (utime+stime over
-    /// the window) or, with --idle, its RSS growth per connection.
-    #[arg(long, value_name = "PID")]
-    server_pid: Option<u32>,
-    /// Load a `yamabiko serve` board (URL: ws://HOST/ws) with viewers and posters.
-    #[arg(long)]
-    board: bool,
-    #[command(flatten)]
-    board_opts: board::BoardOpts,
-}
-
-/// Runs the load generator and prints its report.
-pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    if args.board {
-        let common = board::Common {
-            url: args.url.clone(),
-            duration: args.duration,
-            warmup: args.warmup,
-            json: args.json,
-            connect_timeout: args.connect_timeout,
-            drain_timeout: args.drain_timeout,
-            allow_remote: args.allow_remote,
-            threads: args.threads,
-            server_pid: args.server_pid,
-        };
-        return board::run(common, &args.board_opts);
-    }
-    check_target(&args.url, args.allow_remote)?;
-    if args.size == 0 && args.idle.is_none() {
-        bail!("--size must be at least 1");
-    }
-    if args.conns == 0 || args.inflight == 0 {
-        bail!("--conns and --inflight must be at least 1");
-    }
-    let runtime = if args.threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(args.threads)
-            .enable_all()
-            .build()?
-    };
-    let report = match args.idle {
-        Some(n) => runtime.block_on(idle(&args, n))?,
-        None => runtime.block_on(load(&args))?,
-    };
-    if args.json {
-        println!("{}", serde_json::to_string(&report.json)?);
-    } else {
-        println!("{}", report.table);
-    }
-    if report.errors > 0 {
-        bail!("{} errors", report.errors);
-    }
-    Ok(())
-}
-
-struct Report {
-    json: serde_json::Value,
-    table: String,
-    errors: u64,
-}
-
-fn secs(name: &str, value: f64) -> anyhow::Result<Duration> {
-    Duration::try_from_secs_f64(value).with_context(|| format!("--{name} must be ≥ 0 seconds"))
-}
-
-/// Refuses targets outside loopback unless `allow_remote`.
-pub(crate) fn check_target(url: &str, allow_remote: bool) -> anyhow::Result<()> {
-    let uri: http::Uri = url.parse().context("bad URL")?;
-    match uri.scheme_str() {
-        Some("ws") | Some("wss") => {}
-        _ => bail!("the URL must start with ws:// or wss://"),
-    }
-    let host = uri.host().context("the URL has no host")?;
-    if allow_remote || is_loopback(host) {
-        Ok(())
-    } else {
-        bail!("{host} is not a loopback address; pass --allow-remote to load it anyway")
-    }
-}
-
-fn is_loopback(host: &str) -> bool {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    if bare.eq_ignore_ascii_case("localhost") {
-        return true;
-    }
-    bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
 /// Payloads: a fixed pseudo-random ASCII body whose first bytes carry the message's
 /// sequence number, so each message differs and the check is one `memcmp`.
 struct Pattern {
@@ -247,7 +97,7 @@ struct ConnState {
     sent_at: Mutex<VecDeque<Instant>>,
 }
 
-async fn load(args: &BenchArgs) -> anyhow::Result<Report> {
+pub(super) async fn load(args: &BenchArgs) -> anyhow::Result<Report> {
     let connect_timeout = secs("connect-timeout", args.connect_timeout)?;
     let warmup = secs("warmup", args.warmup)?;
     let duration = secs("duration", args.duration)?;
@@ -592,167 +442,9 @@ where
     hist
 }
 
-/// utime + stime of `pid`, in clock ticks (Linux `/proc/PID/stat`).
-pub(crate) fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces: fields are counted after its closing ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
-}
-
-pub(crate) fn clock_ticks() -> f64 {
-    // SAFETY: sysconf only reads a configuration value.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 {
-        t as f64
-    } else {
-        100.0
-    }
-}
-
-/// Resident set size of `pid`, in bytes (`VmRSS` of `/proc/PID/status`).
-pub(crate) fn rss_bytes(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
-/// `--idle N`: opens N connections, holds them, reports how many opened.
-async fn idle(args: &BenchArgs, n: usize) -> anyhow::Result<Report> {
-    let connect_timeout = secs("connect-timeout", args.connect_timeout)?;
-    let hold = secs("hold", args.hold)?;
-    let nofile = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
-    let uri: http::Uri = args.url.parse()?;
-    let host = uri.host().unwrap_or("127.0.0.1");
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let port = uri
-        .port_u16()
-        .unwrap_or(if uri.scheme_str() == Some("wss") {
-            443
-        } else {
-            80
-        });
-    if uri.scheme_str() == Some("wss") {
-        bail!("--idle supports ws:// only");
-    }
-    let addr: SocketAddr = tokio::net::lookup_host((host, port))
-        .await?
-        .next()
-        .context("the host has no address")?;
-    // Past one source address's ephemeral ports, spread over 127.0.0.2, .3, …
-    let spread = n > 20_000 && matches!(addr.ip(), IpAddr::V4(v4) if v4.is_loopback());
-    let dialer = Dialer::new().handshake_timeout(connect_timeout);
-    let rss_before = args.server_pid.and_then(rss_bytes);
-    let started = Instant::now();
-    let deadline = started + connect_timeout;
-    let gate = Arc::new(Semaphore::new(256));
-    let mut dials = JoinSet::new();
-    for i in 0..n {
-        let dialer = dialer.clone();
-        let url = args.url.clone();
-        let gate = gate.clone();
-        dials.spawn(async move {
-            let _permit = gate.acquire_owned().await;
-            let socket = if addr.is_ipv4() {
-                TcpSocket::new_v4()?
-            } else {
-                TcpSocket::new_v6()?
-            };
-            if spread {
-                let third = (2 + i / 20_000 / 254) as u8;
-                let fourth = (2 + (i / 20_000) % 254) as u8;
-                socket.bind(SocketAddr::new(
-                    IpAddr::V4(Ipv4Addr::new(127, 0, third, fourth)),
-                    0,
-                ))?;
-            }
-            let tcp: TcpStream = socket.connect(addr).await?;
-            let (conn, _) = dialer.dial_with_stream(tcp, &url).await?;
-            anyhow::Ok(conn)
-        });
-    }
-    let mut conns = Vec::with_capacity(n);
-    let mut failed = 0u64;
-    let mut first_error = None;
-    loop {
-        match timeout_at(deadline, dials.join_next()).await {
-            Ok(Some(Ok(Ok(conn)))) => conns.push(conn),
-            Ok(Some(Ok(Err(e)))) => {
-                failed += 1;
-                first_error.get_or_insert_with(|| format!("{e:#}"));
-            }
-            Ok(Some(Err(_))) => failed += 1,
-            Ok(None) => break,
-            Err(_) => {
-                failed += dials.len() as u64;
-                first_error.get_or_insert_with(|| "timed out".to_string());
-                dials.abort_all();
-                break;
-            }
-        }
-    }
-    let open_secs = started.elapsed().as_secs_f64();
-    // Let the server settle before reading its memory.
-    tokio::time::sleep(Duration::from_secs(1).min(hold)).await;
-    let rss_after = args.server_pid.and_then(rss_bytes);
-    tokio::time::sleep(hold.saturating_sub(Duration::from_secs(1))).await;
-    let opened = conns.len();
-    drop(conns);
-    let per_conn = match (rss_before, rss_after) {
-        (Some(a), Some(b)) if opened > 0 => Some((b as f64 - a as f64) / opened as f64),
-        _ => None,
-    };
-    let json = serde_json::json!({
-        "url": args.url,
-        "idle_requested": n,
-        "idle_opened": opened,
-        "failed": failed,
-        "first_error": first_error,
-        "open_seconds": open_secs,
-        "nofile_limit": nofile,
-        "server_rss_before": rss_before,
-        "server_rss_after": rss_after,
-        "server_bytes_per_conn": per_conn,
-        "errors": failed,
-    });
-    let mut table = format!(
-        "idle: {opened} of {n} connections opened in {open_secs:.1} s, held {:.0} s ({failed} failed)",
-        hold.as_secs_f64()
-    );
-    if let Some(e) = &first_error {
-        table.push_str(&format!("\n  first error: {e}"));
-    }
-    if let Some(b) = per_conn {
-        table.push_str(&format!(
-            "\n  server RSS growth: {b:.0} bytes per connection"
-        ));
-    }
-    Ok(Report {
-        json,
-        table,
-        errors: failed,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn loopback_targets() {
-        assert!(check_target("ws://127.0.0.1:9001/", false).is_ok());
-        assert!(check_target("ws://127.3.2.1/", false).is_ok());
-        assert!(check_target("ws://localhost:80/x", false).is_ok());
-        assert!(check_target("ws://[::1]:9001/", false).is_ok());
-        assert!(check_target("ws://10.0.0.1:9001/", false).is_err());
-        assert!(check_target("ws://example.com/", false).is_err());
-        assert!(check_target("ws://example.com/", true).is_ok());
-        assert!(check_target("http://127.0.0.1/", false).is_err());
-    }
 
     #[test]
     fn patterns_check_exactly() {
