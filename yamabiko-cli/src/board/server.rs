@@ -119,15 +119,18 @@ pub async fn serve(
     shutdown: CancellationToken,
     limit: crate::limits::ConnLimit,
 ) -> std::io::Result<()> {
-    let upgrader = Upgrader::new()
-        .max_message_size(MAX_MESSAGE_BYTES)
-        .max_frame_size(MAX_MESSAGE_BYTES)
-        .handshake_timeout(Duration::from_secs(10));
+    let upgrader = Arc::new(
+        Upgrader::new()
+            .max_message_size(MAX_MESSAGE_BYTES)
+            .max_frame_size(MAX_MESSAGE_BYTES)
+            .handshake_timeout(Duration::from_secs(10)),
+    );
     let tracker = tokio_util::task::TaskTracker::new();
     while let Some((tcp, peer, permit)) =
         crate::limits::accept_admitted(&listener, &limit, &shutdown).await
     {
         let board = board.clone();
+        // Shared: a connection's task then holds a pointer, not a copy of the settings.
         let upgrader = upgrader.clone();
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
@@ -163,7 +166,7 @@ pub async fn serve(
 /// WebSocket connection with its number and log span.
 async fn handle_tcp(
     board: &Board,
-    upgrader: Upgrader,
+    upgrader: Arc<Upgrader>,
     mut tcp: TcpStream,
     peer: SocketAddr,
     shutdown: &CancellationToken,
@@ -323,7 +326,9 @@ async fn read_pump(
             _ = ping.tick() => {
                 let deadline = Instant::now() + timing.write_wait;
                 let ping = Control::ping(&b"board"[..]);
-                if let Err(e) = client.write.write_control(ping, Some(deadline)).await {
+                // Boxed: the write's state exists only while a ping goes out, not in
+                // every idle connection's task.
+                if let Err(e) = Box::pin(client.write.write_control(ping, Some(deadline))).await {
                     tracing::debug!(error = %e, "ping failed");
                     return None;
                 }
