@@ -48,6 +48,6 @@ export YAMABIKO_TEST_REDIS_SERVER="$(command -v redis-server)"
 export YAMABIKO_TEST_REDIS_DIR="$WORK/redis"
 
 log "PostgreSQL store tests"
-timeout "$TIMEOUT" cargo test -p yamabiko-cli --features multi-instance-tests --bin yamabiko -- postgres
+timeout "$TIMEOUT" cargo test -p yamabiko-board --features multi-instance-tests --lib -- postgres
 log "two instances sharing PostgreSQL and Redis"
 timeout "$TIMEOUT" cargo test -p yamabiko-cli --features multi-instance-tests --test multi_instance

@@ -74,9 +74,9 @@ pub const STORE_TIMEOUT: Duration = Duration::from_secs(10);
 /// ([`super::hub::HOLD_MAX`]); then the connection is closed with 1013.
 const OPEN_ATTEMPTS: usize = 3;
 
-const INDEX_HTML: &str = include_str!("../../assets/index.html");
-const APP_JS: &str = include_str!("../../assets/app.js");
-const STYLE_CSS: &str = include_str!("../../assets/style.css");
+const INDEX_HTML: &str = include_str!("../assets/index.html");
+const APP_JS: &str = include_str!("../assets/app.js");
+const STYLE_CSS: &str = include_str!("../assets/style.css");
 
 /// The board: storage, fan-out and this server's connections.
 pub struct Board {
@@ -695,10 +695,10 @@ impl ClientState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::board::hub::SingleServer;
-    use crate::board::protocol::ThreadView;
-    use crate::board::sqlite::SqliteStore;
-    use crate::board::store::{Committed, Page, StoreResult};
+    use crate::hub::SingleServer;
+    use crate::protocol::ThreadView;
+    use crate::sqlite::SqliteStore;
+    use crate::store::{Committed, Page, StoreResult};
     use tokio::sync::Notify;
 
     /// SQLite whose page reads (`latest_posts`, `posts_after`) stop half-way — after
@@ -731,7 +731,7 @@ mod tests {
         }
     }
 
-    use crate::board::store::BoxFuture;
+    use crate::store::BoxFuture;
 
     impl Storage for Gated {
         fn list_threads(&self, limit: usize) -> BoxFuture<'_, StoreResult<Vec<ThreadView>>> {

@@ -518,7 +518,7 @@ mod tests {
         let path = dir.join("unit.db");
         let _ = std::fs::remove_file(&path);
         let store = SqliteStore::open(&path).unwrap();
-        crate::board::store::tests::behaves_like_a_store(&store, "sqlite").await;
+        crate::store::tests::behaves_like_a_store(&store, "sqlite").await;
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -220,10 +220,10 @@ impl Ordered {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::board::hub::testing::{client, TestClient};
-    use crate::board::hub::View;
-    use crate::board::sqlite::SqliteStore;
-    use crate::board::store::NewPost;
+    use crate::hub::testing::{client, TestClient};
+    use crate::hub::View;
+    use crate::sqlite::SqliteStore;
+    use crate::store::NewPost;
 
     fn new_post(i: usize) -> NewPost {
         NewPost {
@@ -347,8 +347,8 @@ mod tests {
         reads: Arc<std::sync::atomic::AtomicUsize>,
     }
 
-    use crate::board::protocol::ThreadView;
-    use crate::board::store::{BoxFuture, Committed, Page, StoreResult};
+    use crate::protocol::ThreadView;
+    use crate::store::{BoxFuture, Committed, Page, StoreResult};
 
     impl Storage for Counting {
         fn list_threads(&self, limit: usize) -> BoxFuture<'_, StoreResult<Vec<ThreadView>>> {

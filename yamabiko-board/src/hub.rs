@@ -432,6 +432,11 @@ impl Hub {
         self.lock().views.len()
     }
 
+    /// Whether no connection is in the hub.
+    pub fn is_empty(&self) -> bool {
+        self.lock().views.is_empty()
+    }
+
     /// Fills in the `online` field of thread summaries.
     pub fn fill_online(&self, threads: &mut [ThreadView]) {
         let inner = self.lock();
