@@ -15,6 +15,8 @@
 #                            temporary directory, removed afterwards)
 #   AUTOBAHN_CLIENT_TIMEOUT  seconds the whole client run may take (default 900)
 #   AUTOBAHN_READY_SECS      how long to wait for the port to open (default 60)
+#   AUTOBAHN_CLIENT_URL      where the client connects (default ws://HOST:PORT; a proxy
+#                            in front of the fuzzing server, see autobahn-client-h2.sh)
 #
 # Arguments are passed to kosoku as its case selection; without any, the default is
 # `-i '*'`: the whole suite, compression cases (12.*, 13.*) included.
@@ -111,10 +113,11 @@ until port_open; do
     sleep 0.2
 done
 
-log "running: $CLIENT ws://$HOST:$PORT"
+CLIENT_URL="${AUTOBAHN_CLIENT_URL:-ws://$HOST:$PORT}"
+log "running: $CLIENT $CLIENT_URL"
 started=$SECONDS
 client_status=0
-timeout "$RUN_TIMEOUT" "$CLIENT" "ws://$HOST:$PORT" </dev/null || client_status=$?
+timeout "$RUN_TIMEOUT" "$CLIENT" "$CLIENT_URL" </dev/null || client_status=$?
 log "client finished in $((SECONDS - started))s (exit status $client_status)"
 
 # The fuzzing server writes its reports on /updateReports and then exits; give it a

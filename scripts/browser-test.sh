@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # End-to-end browser tests of the bulletin board (`yamabiko serve`) and of the chat
 # example: builds the release binaries, installs Debian's chromium and the npm
-# dependencies when missing, and runs tests/browser/board.test.mjs and chat.test.mjs
-# with node's test runner. Writes docs/board-screenshot.png.
+# dependencies when missing, and runs tests/browser/board.test.mjs (HTTP/1.1),
+# board-h2.test.mjs (HTTPS, the page and its WebSocket on one HTTP/2 connection) and
+# chat.test.mjs with node's test runner. Writes docs/board-screenshot.png.
 # Exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +28,7 @@ need_pkg() { # need_pkg COMMAND PACKAGE...
 need_pkg chromium chromium
 need_pkg node nodejs
 need_pkg npm npm
+need_pkg openssl openssl
 # Japanese glyphs for the screenshot (the board's default name is 名無しさん).
 if ! fc-list :lang=ja 2>/dev/null | grep -q .; then
   need_pkg __no_such_command__ fonts-ipafont-gothic
@@ -50,4 +52,4 @@ fi
 
 echo "browser-test: running (chromium $(chromium --version 2>/dev/null | awk '{print $2}'))"
 YAMABIKO_BIN="$BIN" CHAT_BIN="$CHAT_BIN" CHROMIUM="$(command -v chromium)" \
-  timeout 300 node --test --test-concurrency=1 board.test.mjs chat.test.mjs
+  timeout 300 node --test --test-concurrency=1 board.test.mjs board-h2.test.mjs chat.test.mjs

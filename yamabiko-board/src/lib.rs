@@ -13,10 +13,12 @@
 //! * [`hub`]: this server's connections and presence; [`order`]: in-order delivery of
 //!   each thread's posts into the hub;
 //! * [`broker`]: fan-out between servers over Redis, behind the [`hub::FanOut`] trait;
-//! * [`server`]: HTTP + WebSocket, the task of each connection;
+//! * [`server`]: HTTP + WebSocket, the task of each connection; [`https`]: the same
+//!   over TLS, with HTTP/2 (the page and its WebSocket on one connection, RFC 8441);
 //! * [`ratelimit`]: the per-connection post limit;
-//! * [`limits`]: the cap on live connections and the shutdown signal (shared with the
-//!   command's other servers).
+//! * [`limits`]: the cap on live connections and the shutdown signal; [`tls`]: the
+//!   certificate and key loading; [`http2_server`]: an HTTP/2 connection's requests
+//!   (all three shared with the command's other servers).
 //!
 //! A board on SQLite, served on a free port, and a page's first message from it:
 //!
@@ -40,7 +42,7 @@
 //! let url = format!("ws://{}/ws", listener.local_addr()?);
 //! let shutdown = tokio_util::sync::CancellationToken::new();
 //! let limit = limits::ConnLimit::new(100);
-//! let serving = tokio::spawn(server::serve(listener, board, shutdown.clone(), limit));
+//! let serving = tokio::spawn(server::serve(listener, board, shutdown.clone(), limit, None));
 //!
 //! let (mut page, _) = yamabiko::Dialer::new().dial(&url).await?;
 //! let hello: serde_json::Value = serde_json::from_slice(page.read_message().await?.as_bytes())?;
@@ -52,6 +54,8 @@
 //! ```
 
 pub mod broker;
+pub mod http2_server;
+pub mod https;
 pub mod hub;
 pub mod limits;
 pub mod order;
@@ -61,6 +65,7 @@ pub mod ratelimit;
 pub mod server;
 pub mod sqlite;
 pub mod store;
+pub mod tls;
 
 use clap::Args;
 use std::io::Write;
@@ -106,6 +111,14 @@ pub struct ServeArgs {
     /// ones get `503 Service Unavailable`. 0 = no limit.
     #[arg(long, default_value_t = 1000, value_name = "N")]
     max_conns: usize,
+    /// Serve over HTTPS with this PEM certificate chain (leaf first); needs
+    /// --tls-key. ALPN offers h2 and http/1.1: a browser loads the page over HTTP/2
+    /// and opens its WebSocket inside the same connection.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 /// Parses `250ms`, `20s` or `2m`.
@@ -185,18 +198,29 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             write_wait: args.write_timeout,
         };
         let board = Arc::new(server::Board::new(store, fanout, hub, ordered, timing));
+        let tls = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
+            _ => None,
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .map_err(|e| anyhow::anyhow!("listening on {}: {e}", args.listen))?;
         let addr = listener.local_addr()?;
-        tracing::info!(%addr, "board listening");
+        tracing::info!(%addr, scheme, "board listening");
         // The first line on stdout is the address (tests and scripts read it).
         let mut out = std::io::stdout();
-        writeln!(out, "yamabiko board listening on http://{addr}/")?;
+        writeln!(out, "yamabiko board listening on {scheme}://{addr}/")?;
         out.flush()?;
 
         let limit = crate::limits::ConnLimit::new(args.max_conns);
-        server::serve(listener, board, shutdown, limit).await?;
+        server::serve(listener, board.clone(), shutdown, limit, tls).await?;
+        if board.http2_websockets() > 0 {
+            tracing::info!(
+                count = board.http2_websockets(),
+                "WebSockets served over HTTP/2 (extended CONNECT)"
+            );
+        }
         if let Some(redis) = redis {
             redis.finish().await;
         }

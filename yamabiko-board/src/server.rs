@@ -22,8 +22,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use yamabiko::hub::Subscription;
@@ -87,10 +87,22 @@ pub struct Board {
     /// post N of a thread has every earlier one), whichever server committed them.
     ordered: Arc<Ordered>,
     next_client: AtomicU64,
+    /// WebSockets that came as HTTP/2 extended CONNECTs (RFC 8441).
+    http2_websockets: AtomicU64,
     timing: Timing,
 }
 
 impl Board {
+    /// A fresh client id.
+    pub(super) fn next_client(&self) -> ClientId {
+        self.next_client.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// How many WebSockets came as HTTP/2 extended CONNECTs so far.
+    pub fn http2_websockets(&self) -> u64 {
+        self.http2_websockets.load(Ordering::Relaxed)
+    }
+
     /// A board over `store`: committed posts go to this server's `hub` through
     /// `ordered`, and to the other servers through `fanout`.
     pub fn new(
@@ -106,6 +118,7 @@ impl Board {
             hub,
             ordered,
             next_client: AtomicU64::new(1),
+            http2_websockets: AtomicU64::new(0),
             timing,
         }
     }
@@ -113,18 +126,16 @@ impl Board {
 
 /// Accepts connections until `shutdown` fires, then gives open connections a moment
 /// to send their close frames. Connections beyond `limit` are answered with 503.
+/// With `tls`, connections are HTTPS: ALPN `h2` gets HTTP/2 (see [`super::https`]),
+/// `http/1.1` the same handling as plain connections.
 pub async fn serve(
     listener: TcpListener,
     board: Arc<Board>,
     shutdown: CancellationToken,
     limit: crate::limits::ConnLimit,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) -> std::io::Result<()> {
-    let upgrader = Arc::new(
-        Upgrader::new()
-            .max_message_size(MAX_MESSAGE_BYTES)
-            .max_frame_size(MAX_MESSAGE_BYTES)
-            .handshake_timeout(Duration::from_secs(10)),
-    );
+    let upgrader = Arc::new(upgrader());
     let tracker = tokio_util::task::TaskTracker::new();
     while let Some((tcp, peer, permit)) =
         crate::limits::accept_admitted(&listener, &limit, &shutdown).await
@@ -133,15 +144,21 @@ pub async fn serve(
         // Shared: a connection's task then holds a pointer, not a copy of the settings.
         let upgrader = upgrader.clone();
         let shutdown = shutdown.clone();
-        tracker.spawn(async move {
-            // The handshake runs in its own (boxed) future, freed once it is done: a
-            // connection's task is then only as large as the connection's own state.
-            let upgraded = Box::pin(handle_tcp(&board, upgrader, tcp, peer, &shutdown)).await;
-            if let Some((conn, id, span)) = upgraded {
-                run_client(board, conn, id, shutdown).instrument(span).await;
-            }
-            drop(permit);
-        });
+        match &tls {
+            None => tracker.spawn(async move {
+                handle_tcp(board, upgrader, tcp, peer, shutdown).await;
+                drop(permit);
+            }),
+            Some(acceptor) => tracker.spawn(super::https::handle_tls(
+                acceptor.clone(),
+                board,
+                upgrader,
+                tcp,
+                peer,
+                shutdown,
+                permit,
+            )),
+        };
     }
     drop(listener);
     tracker.close();
@@ -162,15 +179,47 @@ pub async fn serve(
     Ok(())
 }
 
-/// Reads the request: answers plain HTTP (`None`), or upgrades `/ws` and returns the
-/// WebSocket connection with its number and log span.
-async fn handle_tcp(
-    board: &Board,
+/// The WebSocket settings of the board's `/ws`.
+pub(super) fn upgrader() -> Upgrader {
+    Upgrader::new()
+        .max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_MESSAGE_BYTES)
+        .handshake_timeout(Duration::from_secs(10))
+}
+
+/// One HTTP/1.1 connection (plain or TLS): a page asset, or the WebSocket.
+pub(super) async fn handle_tcp<S>(
+    board: Arc<Board>,
     upgrader: Arc<Upgrader>,
-    mut tcp: TcpStream,
+    tcp: S,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    // The handshake runs in its own (boxed) future, freed once it is done: a
+    // connection's task is then only as large as the connection's own state.
+    let upgraded = Box::pin(read_and_upgrade(&board, &upgrader, tcp, peer, &shutdown)).await;
+    drop(upgrader);
+    if let Some((conn, id, version, span)) = upgraded {
+        run_client(board, conn, id, shutdown, version)
+            .instrument(span)
+            .await;
+    }
+}
+
+/// Reads the request: answers plain HTTP (`None`), or upgrades `/ws` and returns the
+/// WebSocket connection with its number, HTTP version and log span.
+async fn read_and_upgrade<S>(
+    board: &Board,
+    upgrader: &Upgrader,
+    mut tcp: S,
     peer: SocketAddr,
     shutdown: &CancellationToken,
-) -> Option<(yamabiko::Conn<TcpStream>, ClientId, tracing::Span)> {
+) -> Option<(yamabiko::Conn<S>, ClientId, http::Version, tracing::Span)>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let read = tokio::select! {
         _ = shutdown.cancelled() => return None,
         r = upgrader.read_request(&mut tcp) => r,
@@ -193,52 +242,70 @@ async fn handle_tcp(
             return None;
         }
     };
-    let id = board.next_client.fetch_add(1, Ordering::Relaxed);
-    Some((conn, id, tracing::info_span!("client", id, %peer)))
+    let id = board.next_client();
+    Some((
+        conn,
+        id,
+        request.version(),
+        tracing::info_span!("client", id, %peer),
+    ))
 }
 
-/// Answers a plain HTTP request with an embedded asset and closes the connection.
-async fn serve_http(tcp: &mut TcpStream, request: &http::Request<()>) {
-    let method = request.method();
-    let (status, content_type, body): (&str, &str, &[u8]) = if method != http::Method::GET
-        && method != http::Method::HEAD
-    {
-        (
+/// An embedded asset (or the error) for a plain HTTP request: status line text,
+/// content type and body.
+pub(super) fn asset(
+    method: &http::Method,
+    path: &str,
+) -> (&'static str, &'static str, &'static [u8]) {
+    if method != http::Method::GET && method != http::Method::HEAD {
+        return (
             "405 Method Not Allowed",
             "text/plain; charset=utf-8",
             b"method not allowed\n",
-        )
-    } else {
-        match request.uri().path() {
-            "/" | "/index.html" => ("200 OK", "text/html; charset=utf-8", INDEX_HTML.as_bytes()),
-            "/app.js" => (
-                "200 OK",
-                "text/javascript; charset=utf-8",
-                APP_JS.as_bytes(),
-            ),
-            "/style.css" => ("200 OK", "text/css; charset=utf-8", STYLE_CSS.as_bytes()),
-            "/healthz" => ("200 OK", "text/plain; charset=utf-8", b"ok\n"),
-            _ => ("404 Not Found", "text/plain; charset=utf-8", b"not found\n"),
-        }
-    };
-    let head = format!(
+        );
+    }
+    match path {
+        "/" | "/index.html" => ("200 OK", "text/html; charset=utf-8", INDEX_HTML.as_bytes()),
+        "/app.js" => (
+            "200 OK",
+            "text/javascript; charset=utf-8",
+            APP_JS.as_bytes(),
+        ),
+        "/style.css" => ("200 OK", "text/css; charset=utf-8", STYLE_CSS.as_bytes()),
+        "/healthz" => ("200 OK", "text/plain; charset=utf-8", b"ok\n"),
+        _ => ("404 Not Found", "text/plain; charset=utf-8", b"not found\n"),
+    }
+}
+
+/// Headers of every asset response.
+pub(super) const ASSET_HEADERS: [(&str, &str); 4] = [
+    ("Cache-Control", "no-cache"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+    (
+        "Content-Security-Policy",
+        "default-src 'self'; connect-src 'self'; img-src 'self' data:; \
+         base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    ),
+];
+
+/// Answers a plain HTTP request with an embedded asset and closes the connection.
+async fn serve_http<S: AsyncWrite + Unpin>(tcp: &mut S, request: &http::Request<()>) {
+    let method = request.method();
+    let (status, content_type, body) = asset(method, request.uri().path());
+    let mut head = format!(
         "HTTP/1.1 {status}\r\n\
          Content-Type: {content_type}\r\n\
-         Content-Length: {}\r\n\
-         Cache-Control: no-cache\r\n\
-         X-Content-Type-Options: nosniff\r\n\
-         Referrer-Policy: no-referrer\r\n\
-         Content-Security-Policy: default-src 'self'; connect-src 'self'; img-src 'self' data:; \
-         base-uri 'none'; form-action 'none'; frame-ancestors 'none'\r\n\
-         {}\
-         Connection: close\r\n\r\n",
-        body.len(),
-        if status.starts_with("405") {
-            "Allow: GET, HEAD\r\n"
-        } else {
-            ""
-        },
+         Content-Length: {}\r\n",
+        body.len()
     );
+    for (name, value) in ASSET_HEADERS {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if status.starts_with("405") {
+        head.push_str("Allow: GET, HEAD\r\n");
+    }
+    head.push_str("Connection: close\r\n\r\n");
     let write = async {
         tcp.write_all(head.as_bytes()).await?;
         if method != http::Method::HEAD {
@@ -253,14 +320,24 @@ async fn serve_http(tcp: &mut TcpStream, request: &http::Request<()>) {
     }
 }
 
-/// Runs one WebSocket connection until it ends.
-async fn run_client(
+/// Runs one WebSocket connection until it ends. `version` is the HTTP version its
+/// handshake came in (HTTP/2: an extended CONNECT stream, RFC 8441).
+pub(super) async fn run_client<S>(
     board: Arc<Board>,
-    conn: yamabiko::Conn<TcpStream>,
+    conn: yamabiko::Conn<S>,
     id: ClientId,
     shutdown: CancellationToken,
-) {
-    tracing::info!(online = board.hub.len() + 1, "connected");
+    version: http::Version,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let via = if version >= http::Version::HTTP_2 {
+        board.http2_websockets.fetch_add(1, Ordering::Relaxed);
+        "HTTP/2 extended CONNECT"
+    } else {
+        "HTTP/1.1 upgrade"
+    };
+    tracing::info!(online = board.hub.len() + 1, via, "connected");
     let timing = board.timing;
     let (mut read, write) = conn.split();
     read.set_read_limit(MAX_MESSAGE_BYTES);
@@ -309,11 +386,14 @@ async fn run_client(
 
 /// Reads (and pings) until the connection ends; returns the close frame to send, if
 /// one is to be sent.
-async fn read_pump(
-    read: &mut ReadHalf<TcpStream>,
-    client: &mut ClientState,
+async fn read_pump<S>(
+    read: &mut ReadHalf<S>,
+    client: &mut ClientState<S>,
     shutdown: &CancellationToken,
-) -> Option<(CloseCode, &'static str)> {
+) -> Option<(CloseCode, &'static str)>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let timing = client.board.timing;
     let period = timing.ping_period;
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -382,10 +462,10 @@ async fn read_pump(
 
 /// The connection's state between reads: its write half (to subscribe and to send
 /// control frames), its subscriptions and its rate limits.
-struct ClientState {
+struct ClientState<S> {
     board: Arc<Board>,
     id: ClientId,
-    write: WriteHalf<TcpStream>,
+    write: WriteHalf<S>,
     /// The subscriptions to what the connection views.
     view: Watching,
     /// Set when the connection is to be closed with this code and reason.
@@ -416,7 +496,10 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-impl ClientState {
+impl<S> ClientState<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     /// Queues a reply (in order with what the hub queues on this connection); a
     /// connection too far behind is closed (1008).
     fn reply(&self, msg: &ServerMsg) {
@@ -815,7 +898,7 @@ mod tests {
         ));
         // A server connection over loopback TCP, and the page's end.
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let dialing = TcpStream::connect(listener.local_addr().unwrap());
+        let dialing = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
         let (accepted, dialed) = tokio::join!(listener.accept(), dialing);
         let config = yamabiko::Config::default();
         let server = yamabiko::Conn::from_raw(

@@ -25,7 +25,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use yamabiko::http::{HeaderName, HeaderValue};
-use yamabiko::{CloseCode, CloseFrame, Control, Dialer, Error, Message};
+use yamabiko::{CloseCode, CloseFrame, Control, Dialer, Error, HttpVersion, Message};
 
 /// Options of `yamabiko connect`.
 #[derive(Args, Debug)]
@@ -60,6 +60,14 @@ pub struct ConnectArgs {
     /// Offer permessage-deflate compression.
     #[arg(long)]
     compression: bool,
+    /// Open the WebSocket over HTTP/2 (RFC 8441 extended CONNECT): ALPN h2 for
+    /// wss://, prior knowledge (h2c) for ws://; fail if the server does not offer it.
+    /// By default wss:// uses HTTP/2 when the server offers it, else HTTP/1.1.
+    #[arg(long, conflicts_with = "http1")]
+    http2: bool,
+    /// Open the WebSocket over HTTP/1.1 only.
+    #[arg(long)]
+    http1: bool,
 }
 
 /// How long the peer gets to answer our close frame.
@@ -114,7 +122,14 @@ fn dialer(args: &ConnectArgs) -> anyhow::Result<Dialer> {
         .subprotocols(args.subprotocols.iter().cloned())
         .handshake_timeout(Duration::try_from_secs_f64(args.handshake_timeout)?)
         .max_message_size(args.max_message_size)
-        .enable_compression(args.compression);
+        .enable_compression(args.compression)
+        .http_version(if args.http2 {
+            HttpVersion::Http2
+        } else if args.http1 {
+            HttpVersion::Http1
+        } else {
+            HttpVersion::Auto
+        });
     for header in &args.headers {
         let (name, value) = header
             .split_once(':')
@@ -232,9 +247,14 @@ async fn session(args: ConnectArgs) -> anyhow::Result<()> {
     };
     let interactive = std::io::stdin().is_terminal();
     if interactive {
+        let over = if conn.with_stream(|s| s.is_http2()).unwrap_or(false) {
+            "HTTP/2"
+        } else {
+            "HTTP/1.1"
+        };
         match conn.subprotocol() {
-            Some(p) => eprintln!("connected to {} (subprotocol {p})", args.url),
-            None => eprintln!("connected to {}", args.url),
+            Some(p) => eprintln!("connected to {} over {over} (subprotocol {p})", args.url),
+            None => eprintln!("connected to {} over {over}", args.url),
         }
     }
     let (mut reader, mut writer) = conn.split();

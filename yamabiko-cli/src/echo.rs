@@ -48,6 +48,8 @@ pub struct EchoArgs {
     #[arg(long, default_value_t = 0, value_name = "BYTES")]
     compression_threshold: usize,
     /// Serve wss:// with this PEM certificate chain (leaf first); needs --tls-key.
+    /// ALPN offers h2 and http/1.1: WebSockets come as HTTP/1.1 upgrades or as
+    /// HTTP/2 extended CONNECTs (RFC 8441), several on one connection.
     #[arg(long, value_name = "PEM", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
     /// The PEM private key of --tls-cert.
@@ -65,6 +67,10 @@ pub struct EchoArgs {
     /// works with --tls-cert/--tls-key too.
     #[arg(long, conflicts_with = "single_thread")]
     blocking: bool,
+    /// Also accept cleartext HTTP/2 with prior knowledge (h2c) on ws://: a
+    /// connection that starts with the HTTP/2 preface gets WebSockets over HTTP/2.
+    #[arg(long, conflicts_with = "blocking")]
+    h2c: bool,
     /// Broadcast instead of echo: every text or binary message from any connection
     /// goes, unchanged, to every open connection (the sender too), through a hub.
     #[arg(long, conflicts_with = "blocking")]
@@ -161,13 +167,17 @@ async fn serve(args: EchoArgs) -> anyhow::Result<()> {
         let tls = tls.clone();
         let shutdown = shutdown.clone();
         let broadcast = broadcast.clone();
+        // Boxed: a TLS session is large, and plain connections should not pay for
+        // it (or for HTTP/2) in every task.
+        type Boxed = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
         let task = match tls {
+            None if args.h2c => Either::Right(Box::pin(echo_h2c(
+                upgrader, tcp, peer, idle, broadcast, shutdown, permit,
+            )) as Boxed),
             None => Either::Left(echo(upgrader, tcp, peer, idle, broadcast, shutdown, permit)),
-            // Boxed: a TLS session is large, and plain connections should not pay
-            // for it in every task.
             Some(acceptor) => Either::Right(Box::pin(echo_tls(
                 acceptor, upgrader, tcp, peer, idle, broadcast, shutdown, permit,
-            ))),
+            )) as Boxed),
         };
         tracker.spawn(task);
     }
@@ -199,9 +209,61 @@ async fn echo_tls(
         a = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)) => a,
     };
     match accepted {
+        Ok(Ok(stream)) if stream.get_ref().1.alpn_protocol() == Some(b"h2") => {
+            let Some(transport) = transport(stream.get_ref().0, peer, true) else {
+                return;
+            };
+            crate::echo_http2::serve(
+                stream, upgrader, transport, idle, broadcast, shutdown, permit,
+            )
+            .await
+        }
         Ok(Ok(stream)) => echo(upgrader, stream, peer, idle, broadcast, shutdown, permit).await,
         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+    }
+}
+
+/// A cleartext connection: HTTP/2 with prior knowledge if it starts with the
+/// preface, else HTTP/1.1.
+async fn echo_h2c(
+    upgrader: Upgrader,
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    idle: Duration,
+    broadcast: Option<Arc<Broadcast>>,
+    shutdown: CancellationToken,
+    permit: ConnPermit,
+) {
+    let h2 = tokio::select! {
+        _ = shutdown.cancelled() => return,
+        h2 = crate::http2_server::starts_with_preface(&tcp, Duration::from_secs(10)) => h2,
+    };
+    match h2 {
+        Some(true) => {
+            let Some(transport) = transport(&tcp, peer, false) else {
+                return;
+            };
+            crate::echo_http2::serve(tcp, upgrader, transport, idle, broadcast, shutdown, permit)
+                .await
+        }
+        Some(false) => echo(upgrader, tcp, peer, idle, broadcast, shutdown, permit).await,
+        None => {}
+    }
+}
+
+/// Where an HTTP/2 connection runs; `None` (and a log line) if the socket is gone.
+fn transport(
+    tcp: &tokio::net::TcpStream,
+    peer: SocketAddr,
+    tls: bool,
+) -> Option<crate::http2_server::Transport> {
+    match tcp.local_addr() {
+        Ok(local) => Some(crate::http2_server::Transport { local, peer, tls }),
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "no local address");
+            None
+        }
     }
 }
 
@@ -228,23 +290,37 @@ where
     async move {
         let _permit = &permit;
         // No named Option<Conn> here: it would keep a second connection-sized slot.
-        let mut conn = {
+        let conn = {
             let upgrading = upgrading;
             match upgrading.await {
                 Some(conn) => conn,
                 None => return,
             }
         };
-        let reason = match &broadcast {
-            None => echo_loop(&mut conn, peer, idle, &shutdown).await,
-            Some(b) => broadcast_loop(&mut conn, b, peer, idle, &shutdown).await,
-        };
-        if let Some(reason) = reason {
-            conn.set_read_deadline(None);
-            match Box::pin(conn.close_with(CloseCode::GOING_AWAY, reason, SHUTDOWN_GRACE)).await {
-                Ok(()) => tracing::debug!(%peer, reason, "closed"),
-                Err(e) => tracing::debug!(%peer, reason, error = %e, "close handshake incomplete"),
-            }
+        serve_conn(conn, peer, idle, broadcast.as_deref(), shutdown).await;
+    }
+}
+
+/// Echoes (or broadcasts) on an upgraded connection until it ends, or closes it with
+/// 1001 (idle, shutdown).
+pub(crate) async fn serve_conn<S>(
+    mut conn: Conn<S>,
+    peer: SocketAddr,
+    idle: Duration,
+    broadcast: Option<&Broadcast>,
+    shutdown: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let reason = match broadcast {
+        None => echo_loop(&mut conn, peer, idle, &shutdown).await,
+        Some(b) => broadcast_loop(&mut conn, b, peer, idle, &shutdown).await,
+    };
+    if let Some(reason) = reason {
+        conn.set_read_deadline(None);
+        match Box::pin(conn.close_with(CloseCode::GOING_AWAY, reason, SHUTDOWN_GRACE)).await {
+            Ok(()) => tracing::debug!(%peer, reason, "closed"),
+            Err(e) => tracing::debug!(%peer, reason, error = %e, "close handshake incomplete"),
         }
     }
 }

@@ -5,13 +5,13 @@ mod connect;
 mod echo;
 mod echo_blocking;
 mod echo_broadcast;
+mod echo_http2;
 mod game;
-mod tls;
 
 use clap::{Parser, Subcommand};
 // The connection cap and shutdown signal live with the board, shared by every server here.
-use yamabiko_board::limits;
 use yamabiko_board::ServeArgs;
+use yamabiko_board::{http2_server, limits, tls};
 
 /// yamabiko — WebSocket toolkit.
 #[derive(Parser)]

@@ -8,6 +8,11 @@
 //! ```
 //!
 //! The verdicts are in the fuzzing server's report (`reports/servers/index.json`).
+//!
+//! With `AUTOBAHN_HTTP2=1` in the environment the cases run over HTTP/2 (RFC 8441,
+//! prior knowledge for `ws://`), all on one shared connection — through a proxy that
+//! turns them into HTTP/1.1 upgrades for the fuzzing server
+//! (`scripts/autobahn-client-h2.sh`).
 
 use std::time::Duration;
 use yamabiko::{CloseCode, Dialer, Error};
@@ -34,6 +39,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             client_no_context_takeover: true,
             ..Default::default()
         }));
+    let dialer = if std::env::var_os("AUTOBAHN_HTTP2").is_some_and(|v| v == "1") {
+        dialer.http_version(yamabiko::HttpVersion::Http2)
+    } else {
+        dialer
+    };
 
     let count = case_count(&dialer, base).await?;
     println!("{count} cases");

@@ -1,6 +1,7 @@
 //! An axum router with a yamabiko echo route: `GET /` is the echo socket (the
-//! Autobahn TestSuite connects to the root, see scripts/autobahn-axum.sh), `GET /page`
-//! a page that talks to it, and `GET /health` plain text.
+//! Autobahn TestSuite connects to the root, see scripts/autobahn-axum.sh) — and so is
+//! `CONNECT /` over HTTP/2 (RFC 8441; `axum::serve` enables extended CONNECT) —,
+//! `GET /page` a page that talks to it, and `GET /health` plain text.
 //!
 //! `cargo run -p yamabiko --example axum [ADDR]` (default 127.0.0.1:3000), then open
 //! http://127.0.0.1:3000/page.
@@ -47,7 +48,8 @@ async fn main() -> std::io::Result<()> {
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:3000".into());
     let app = Router::new()
-        .route("/", get(echo))
+        // HTTP/1.1 upgrades are GETs, HTTP/2 WebSockets CONNECTs: route both.
+        .route("/", get(echo).connect(echo))
         .route("/page", get(|| async { Html(PAGE) }))
         .route("/health", get(|| async { "ok" }));
     let listener = tokio::net::TcpListener::bind(&addr).await?;

@@ -84,6 +84,15 @@
 //!    modules carry a runnable example; `examples/hyper.rs` and `examples/axum.rs` are
 //!    whole servers.
 //!
+//! ## WebSockets over HTTP/2
+//!
+//! With the `http2` feature (on by default) both sides speak RFC 8441: the hyper and
+//! axum entrances take an HTTP/2 extended CONNECT as they take an HTTP/1.1 upgrade,
+//! and [`Dialer`] opens `wss://` WebSockets over HTTP/2 when the server offers it
+//! ([`HttpVersion`] forces either), several to one origin sharing one connection. The
+//! `Conn` is the same. [`http2`] explains the model, the flow-control windows
+//! ([`http2::Http2Settings`]) and where HTTP/3 stands.
+//!
 //! ## Fan-out
 //!
 //! [`Hub`] is publish/subscribe over connections: [`Hub::subscribe`] a [`Conn`] (or a
@@ -120,6 +129,8 @@ pub mod blocking;
 pub mod client;
 pub mod conn;
 pub mod error;
+#[cfg(feature = "http2")]
+pub mod http2;
 pub mod hub;
 pub mod message;
 pub mod prepared;
@@ -131,7 +142,7 @@ mod write_compression;
 /// The `bytes` crate, whose `Bytes` carry payloads and whose `BytesMut` holds the
 /// bytes read past a handshake ([`Upgrader::read_request`]).
 pub use bytes;
-pub use client::{Dialer, HandshakeResponse, MaybeTlsStream};
+pub use client::{Dialer, HandshakeResponse, HttpVersion, MaybeTlsStream};
 pub use conn::{
     CloseHandler, Config, Conn, ControlHandle, HandlerContext, IntoDeadline, MessageReader,
     MessageWriter, PingHandler, PongHandler, ReadHalf, WriteHalf,
@@ -145,4 +156,4 @@ pub use prepared::PreparedMessage;
 pub use proto::deflate::DeflateConfig;
 pub use proto::handshake::is_websocket_upgrade;
 pub use proto::{CloseCode, CloseFrame, MessageKind, ProtocolError, Role};
-pub use server::{write_http_response, Negotiated, Upgrader};
+pub use server::{write_http_response, Negotiated, NegotiatedConnect, Upgrader};

@@ -1,4 +1,11 @@
 //! The server side of the opening handshake: [`Upgrader`].
+//!
+//! The same `Upgrader` answers HTTP/2 extended CONNECT requests (RFC 8441):
+//! [`Upgrader::negotiate_extended_connect`].
+
+mod extended_connect;
+
+pub use extended_connect::NegotiatedConnect;
 
 use crate::conn::{Config, Conn};
 use crate::error::{Error, Result};
@@ -57,6 +64,10 @@ where
         .await?;
     stream.flush().await
 }
+
+/// What [`Upgrader::agree`] settles: the subprotocol, and permessage-deflate with its
+/// response header.
+type Agreement = (Option<String>, Option<(DeflateParams, String)>);
 
 /// Turns an HTTP/1.1 upgrade request into a [`Conn`] (gorilla's `Upgrader`).
 ///
@@ -326,21 +337,7 @@ impl Upgrader {
         request: &http::Request<()>,
     ) -> std::result::Result<Negotiated, HandshakeError> {
         let offer = handshake::validate_request(request)?;
-        let origin_ok = match &self.check_origin {
-            Some(check) => check(request),
-            None => handshake::is_same_origin(request),
-        };
-        if !origin_ok {
-            return Err(HandshakeError::OriginRejected);
-        }
-        let protocol = handshake::select_subprotocol(&offer.protocols, &self.subprotocols);
-        // RFC 7692 §5: a malformed or unacceptable offer is declined, not fatal.
-        let deflate = match (&self.compression, &offer.extensions) {
-            (Some(config), Some(offers)) => {
-                deflate::negotiate_server(offers, config).ok().flatten()
-            }
-            _ => None,
-        };
+        let (protocol, deflate) = self.agree(request, &offer.protocols, &offer.extensions)?;
         let accept = handshake::accept_key(offer.key.as_bytes());
         let response = handshake::build_response(
             &accept,
@@ -353,6 +350,33 @@ impl Upgrader {
             subprotocol: protocol,
             deflate: deflate.map(|(params, _)| params),
         })
+    }
+
+    /// The policy part of a negotiation, the same over HTTP/1.1 and HTTP/2: the origin
+    /// check, the subprotocol, and permessage-deflate (its parameters and the
+    /// response header).
+    fn agree(
+        &self,
+        request: &http::Request<()>,
+        protocols: &[String],
+        extensions: &Option<String>,
+    ) -> std::result::Result<Agreement, HandshakeError> {
+        let origin_ok = match &self.check_origin {
+            Some(check) => check(request),
+            None => handshake::is_same_origin(request),
+        };
+        if !origin_ok {
+            return Err(HandshakeError::OriginRejected);
+        }
+        let protocol = handshake::select_subprotocol(protocols, &self.subprotocols);
+        // RFC 7692 §5: a malformed or unacceptable offer is declined, not fatal.
+        let deflate = match (&self.compression, extensions) {
+            (Some(config), Some(offers)) => {
+                deflate::negotiate_server(offers, config).ok().flatten()
+            }
+            _ => None,
+        };
+        Ok((protocol, deflate))
     }
 
     async fn refuse<S: AsyncWrite + Unpin>(&self, stream: &mut S, e: &HandshakeError) {

@@ -15,6 +15,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::{sleep_until, timeout_at, Instant};
 use yamabiko::{Dialer, Message, ReadHalf, WriteHalf};
+
 /// Payloads: a fixed pseudo-random ASCII body whose first bytes carry the message's
 /// sequence number, so each message differs and the check is one `memcmp`.
 struct Pattern {
@@ -103,10 +104,22 @@ pub(super) async fn load(args: &BenchArgs) -> anyhow::Result<Report> {
     let duration = secs("duration", args.duration)?;
     let drain = secs("drain-timeout", args.drain_timeout)?;
     let limit = args.size.max(1 << 20) + 1024;
-    let dialer = Dialer::new()
-        .handshake_timeout(connect_timeout)
-        .max_message_size(limit)
-        .max_frame_size(limit);
+    // A fresh dialer has its own (empty) set of HTTP/2 connections; its clones
+    // share them.
+    let new_dialer = || {
+        let dialer = Dialer::new()
+            .handshake_timeout(connect_timeout)
+            .max_message_size(limit)
+            .max_frame_size(limit);
+        if args.http2 {
+            dialer
+                .http_version(yamabiko::HttpVersion::Http2)
+                .share_http2_connections(args.streams_per_conn > 1)
+        } else {
+            dialer
+        }
+    };
+    let dialer = new_dialer();
     let pattern = Arc::new(Pattern::new(args.size, args.text));
     let counters = Arc::new(Counters::default());
 
@@ -114,13 +127,28 @@ pub(super) async fn load(args: &BenchArgs) -> anyhow::Result<Report> {
     let connect_deadline = Instant::now() + connect_timeout;
     let gate = Arc::new(Semaphore::new(64));
     let mut dials = JoinSet::new();
-    for _ in 0..args.conns {
-        let dialer = dialer.clone();
+    // Over HTTP/2 each group of --streams-per-conn WebSockets gets a dialer of its
+    // own (clones share their connections), dialled one after the other so the
+    // group shares one connection.
+    let group = if args.http2 { args.streams_per_conn } else { 1 };
+    let mut left = args.conns;
+    while left > 0 {
+        let n = left.min(group);
+        left -= n;
+        let dialer = if args.http2 {
+            new_dialer()
+        } else {
+            dialer.clone()
+        };
         let url = args.url.clone();
         let gate = gate.clone();
         dials.spawn(async move {
             let _permit = gate.acquire_owned().await;
-            dialer.dial(&url).await
+            let mut opened = Vec::with_capacity(n);
+            for _ in 0..n {
+                opened.push(dialer.dial(&url).await?);
+            }
+            Ok::<_, yamabiko::Error>(opened)
         });
     }
     let mut conns = Vec::with_capacity(args.conns);
@@ -128,8 +156,8 @@ pub(super) async fn load(args: &BenchArgs) -> anyhow::Result<Report> {
         .await
         .map_err(|_| anyhow::anyhow!("connecting took longer than {connect_timeout:?}"))?
     {
-        let (conn, _) = joined?.with_context(|| format!("connecting to {}", args.url))?;
-        conns.push(conn);
+        let opened = joined?.with_context(|| format!("connecting to {}", args.url))?;
+        conns.extend(opened.into_iter().map(|(conn, _)| conn));
     }
 
     let empty = Histogram::<u64>::new_with_bounds(100, 60_000_000_000, 3)?;
@@ -266,6 +294,8 @@ pub(super) async fn load(args: &BenchArgs) -> anyhow::Result<Report> {
         "size": args.size,
         "inflight": args.inflight,
         "text": args.text,
+        "http2": args.http2,
+        "streams_per_conn": args.streams_per_conn,
         "duration_s": secs,
         "messages": msgs,
         "messages_sent_total": sent,
@@ -285,12 +315,17 @@ pub(super) async fn load(args: &BenchArgs) -> anyhow::Result<Report> {
     use std::fmt::Write;
     let _ = writeln!(
         table,
-        "{} conns × {} in flight, {} B {} messages, {:.1} s window",
+        "{} conns × {} in flight, {} B {} messages, {:.1} s window{}",
         args.conns,
         args.inflight,
         args.size,
         if args.text { "text" } else { "binary" },
-        secs
+        secs,
+        if args.http2 {
+            format!(", over HTTP/2 ({} per connection)", args.streams_per_conn)
+        } else {
+            String::new()
+        }
     );
     let _ = writeln!(table, "  messages     {msgs:>14}");
     let _ = writeln!(table, "  msgs/s       {rate:>14.0}");

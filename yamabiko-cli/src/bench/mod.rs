@@ -90,6 +90,14 @@ pub struct BenchArgs {
     /// subscribers; not counted in --subscribers).
     #[arg(long, default_value_t = 0, value_name = "N")]
     stalled: usize,
+    /// Open the WebSockets over HTTP/2 (RFC 8441): prior knowledge (h2c) for ws://,
+    /// ALPN h2 for wss:// (echo load only).
+    #[arg(long, conflicts_with_all = ["idle", "broadcast"])]
+    http2: bool,
+    /// With --http2: how many WebSockets share one HTTP/2 connection (1 = a
+    /// connection each).
+    #[arg(long, default_value_t = 1, value_name = "N", requires = "http2")]
+    streams_per_conn: usize,
     /// Load a `yamabiko serve` board (URL: ws://HOST/ws) with viewers and posters.
     #[arg(long, conflicts_with_all = ["idle", "broadcast"])]
     board: bool,
@@ -117,8 +125,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.size == 0 && args.idle.is_none() {
         bail!("--size must be at least 1");
     }
-    if args.conns == 0 || args.inflight == 0 {
-        bail!("--conns and --inflight must be at least 1");
+    if args.conns == 0 || args.inflight == 0 || args.streams_per_conn == 0 {
+        bail!("--conns, --inflight and --streams-per-conn must be at least 1");
     }
     let runtime = if args.threads <= 1 {
         tokio::runtime::Builder::new_current_thread()

@@ -22,13 +22,17 @@
 //! Every frame the client sends is masked with a fresh 32-bit key from the thread-local
 //! ChaCha-based CSPRNG of `rand` (RFC 6455 §5.3 asks for unpredictable keys).
 
+#[cfg(feature = "http2")]
+mod http2;
 mod proxy;
 mod stream;
 pub(crate) mod target;
 pub mod tls;
+mod version;
 
 pub use rustls;
 pub use stream::MaybeTlsStream;
+pub use version::HttpVersion;
 
 use crate::conn::{Config, Conn};
 use crate::error::{Error, Result};
@@ -84,6 +88,14 @@ pub struct Dialer {
     extra_roots: Vec<CertificateDer<'static>>,
     proxy: Option<String>,
     compression: Option<crate::proto::deflate::DeflateConfig>,
+    http_version: HttpVersion,
+    #[cfg(feature = "http2")]
+    http2: crate::http2::Http2Settings,
+    #[cfg(feature = "http2")]
+    share_http2: bool,
+    /// HTTP/2 connections, shared by the clones of this dialer.
+    #[cfg(feature = "http2")]
+    pool: Arc<http2::Pool>,
 }
 
 impl Default for Dialer {
@@ -98,6 +110,13 @@ impl Default for Dialer {
             extra_roots: Vec::new(),
             proxy: None,
             compression: None,
+            http_version: HttpVersion::Auto,
+            #[cfg(feature = "http2")]
+            http2: crate::http2::Http2Settings::default(),
+            #[cfg(feature = "http2")]
+            share_http2: true,
+            #[cfg(feature = "http2")]
+            pool: Arc::default(),
         }
     }
 }
@@ -115,6 +134,7 @@ impl fmt::Debug for Dialer {
             .field("extra_roots", &self.extra_roots.len())
             .field("proxy", &self.proxy.is_some())
             .field("compression", &self.compression)
+            .field("http_version", &self.http_version)
             .finish()
     }
 }
@@ -224,9 +244,42 @@ impl Dialer {
         &self.config
     }
 
+    /// Which HTTP version to open WebSockets with (default [`HttpVersion::Auto`]:
+    /// HTTP/2 for `wss://` when the server enables extended CONNECT, else HTTP/1.1).
+    /// The dialer sets the ALPN protocols of its TLS configuration to match.
+    pub fn http_version(mut self, version: HttpVersion) -> Self {
+        self.http_version = version;
+        self
+    }
+
+    /// The flow-control windows and buffer of the HTTP/2 connections this dialer
+    /// opens (see [`Http2Settings`](crate::http2::Http2Settings) for the defaults and
+    /// their memory bounds).
+    #[cfg(feature = "http2")]
+    pub fn http2_settings(mut self, settings: crate::http2::Http2Settings) -> Self {
+        self.http2 = settings;
+        self
+    }
+
+    /// Whether WebSockets to one origin share one HTTP/2 connection (default `true`,
+    /// as browsers do): a dial finds the connection an earlier dial of this dialer
+    /// (or a clone) opened and, while the server's stream limit leaves room, opens
+    /// its WebSocket as another stream of it — no TCP or TLS handshake. The
+    /// connection closes when its last WebSocket does. With `false` every dial opens
+    /// its own connection.
+    #[cfg(feature = "http2")]
+    pub fn share_http2_connections(mut self, share: bool) -> Self {
+        self.share_http2 = share;
+        self
+    }
+
     /// Connects to a `ws://` or `wss://` URL and performs the opening handshake.
-    /// Returns the connection and the server's `101` response (its headers carry
-    /// cookies and the agreed subprotocol).
+    /// Returns the connection and the server's response — `101` over HTTP/1.1, `200`
+    /// over HTTP/2 (its headers carry cookies and the agreed subprotocol).
+    ///
+    /// Over HTTP/2 ([`HttpVersion`]) the WebSocket may be opened on a connection an
+    /// earlier dial left open (see
+    /// [`share_http2_connections`](Self::share_http2_connections)).
     ///
     /// The whole of it is bounded by the handshake timeout. Dropping the future
     /// abandons the attempt and closes whatever was opened.
@@ -234,10 +287,22 @@ impl Dialer {
         let target = Target::parse(url)?;
         let proxy = self.proxy.as_deref().map(Proxy::parse).transpose()?;
         let deadline = Instant::now() + self.handshake_timeout;
-        let stream = timeout_at(deadline, self.open(&target, proxy.as_ref()))
-            .await
-            .map_err(|_| Error::Timeout)??;
-        self.handshake(stream, &target, deadline).await
+        #[cfg(feature = "http2")]
+        {
+            self.dial_any(&target, proxy.as_ref(), deadline).await
+        }
+        #[cfg(not(feature = "http2"))]
+        {
+            if self.http_version == HttpVersion::Http2 {
+                return Err(Error::Handshake(
+                    handshake::HandshakeError::NoExtendedConnect,
+                ));
+            }
+            let stream = timeout_at(deadline, self.open(&target, proxy.as_ref(), &[]))
+                .await
+                .map_err(|_| Error::Timeout)??;
+            self.handshake(stream, &target, deadline).await
+        }
     }
 
     /// Performs the opening handshake for `url` over a stream the caller opened (a
@@ -258,8 +323,14 @@ impl Dialer {
         self.handshake(stream, &target, deadline).await
     }
 
-    /// TCP (through the proxy, if any), then TLS for `wss://`.
-    async fn open(&self, target: &Target, proxy: Option<&Proxy>) -> Result<MaybeTlsStream> {
+    /// TCP (through the proxy, if any), then TLS for `wss://`, offering `alpn` (when
+    /// not empty) in place of the configuration's ALPN protocols.
+    async fn open(
+        &self,
+        target: &Target,
+        proxy: Option<&Proxy>,
+        alpn: &[&[u8]],
+    ) -> Result<MaybeTlsStream> {
         let tcp = match proxy {
             Some(p) => p.tunnel(target, self.max_header_bytes).await?,
             None => connect_tcp(&target.host, target.port).await?,
@@ -267,10 +338,15 @@ impl Dialer {
         if !target.tls {
             return Ok(MaybeTlsStream::Plain(tcp));
         }
-        let config = match &self.tls {
+        let mut config = match &self.tls {
             Some(c) => c.clone(),
             None => tls::default_config()?,
         };
+        if !alpn.is_empty() {
+            let mut with_alpn = (*config).clone();
+            with_alpn.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+            config = Arc::new(with_alpn);
+        }
         let name = tls::server_name(&target.host)?;
         let stream = tls::connect(config, name, tcp).await?;
         Ok(MaybeTlsStream::Tls(Box::new(stream)))

@@ -346,37 +346,77 @@ impl<S> Conn<S> {
 }
 
 /// `local_addr` and `peer_addr` for the connection and both halves, over the streams
-/// that have a TCP socket underneath (`$tcp` reaches it).
+/// that know the addresses of a TCP connection (`$addrs` reaches them).
 macro_rules! socket_addresses {
-    ($stream:ty, $tcp:expr) => {
-        socket_addresses!(@one $crate::Conn<$stream>, $stream, $tcp, read.shared);
-        socket_addresses!(@one $crate::ReadHalf<$stream>, $stream, $tcp, shared);
-        socket_addresses!(@one $crate::WriteHalf<$stream>, $stream, $tcp, shared);
+    ($stream:ty, $addrs:expr) => {
+        socket_addresses!(@one $crate::Conn<$stream>, $stream, $addrs, read.shared);
+        socket_addresses!(@one $crate::ReadHalf<$stream>, $stream, $addrs, shared);
+        socket_addresses!(@one $crate::WriteHalf<$stream>, $stream, $addrs, shared);
     };
-    (@one $owner:ty, $stream:ty, $tcp:expr, $($shared:ident).+) => {
+    (@one $owner:ty, $stream:ty, $addrs:expr, $($shared:ident).+) => {
         impl $owner {
             /// The local address of the TCP connection.
             pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
-                let tcp: fn(&$stream) -> &tokio::net::TcpStream = $tcp;
+                let addrs: fn(&$stream) -> SocketAddrs<'_> = $addrs;
                 self.$($shared).+
-                    .with_io(|s| tcp(s).local_addr())
+                    .with_io(|s| addrs(s).local())
                     .unwrap_or_else(|| Err(shared::closed_error()))
             }
 
             /// The remote address of the TCP connection (for a dialled connection, the
             /// proxy's when it went through one).
             pub fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
-                let tcp: fn(&$stream) -> &tokio::net::TcpStream = $tcp;
+                let addrs: fn(&$stream) -> SocketAddrs<'_> = $addrs;
                 self.$($shared).+
-                    .with_io(|s| tcp(s).peer_addr())
+                    .with_io(|s| addrs(s).peer())
                     .unwrap_or_else(|| Err(shared::closed_error()))
             }
         }
     };
 }
 
-socket_addresses!(tokio::net::TcpStream, |s| s);
-socket_addresses!(crate::client::MaybeTlsStream, |s| s.tcp());
+/// Where a transport finds the addresses of its TCP connection: the socket itself,
+/// or (an HTTP/2 stream, whose connection belongs to another task) what the stream
+/// keeps of them.
+enum SocketAddrs<'a> {
+    Tcp(&'a tokio::net::TcpStream),
+    #[cfg(feature = "http2")]
+    Http2(&'a crate::http2::H2Stream),
+}
+
+impl SocketAddrs<'_> {
+    fn local(&self) -> std::io::Result<std::net::SocketAddr> {
+        match self {
+            SocketAddrs::Tcp(s) => s.local_addr(),
+            #[cfg(feature = "http2")]
+            SocketAddrs::Http2(s) => s.local_addr(),
+        }
+    }
+
+    fn peer(&self) -> std::io::Result<std::net::SocketAddr> {
+        match self {
+            SocketAddrs::Tcp(s) => s.peer_addr(),
+            #[cfg(feature = "http2")]
+            SocketAddrs::Http2(s) => s.peer_addr(),
+        }
+    }
+}
+
+/// A dialled transport: its socket, or its HTTP/2 stream.
+fn dialled_addrs(s: &crate::client::MaybeTlsStream) -> SocketAddrs<'_> {
+    use crate::client::MaybeTlsStream;
+    match s {
+        MaybeTlsStream::Plain(tcp) => SocketAddrs::Tcp(tcp),
+        MaybeTlsStream::Tls(tls) => SocketAddrs::Tcp(tls.get_ref().0),
+        #[cfg(feature = "http2")]
+        MaybeTlsStream::Http2(h2) => SocketAddrs::Http2(h2),
+    }
+}
+
+socket_addresses!(tokio::net::TcpStream, |s| SocketAddrs::Tcp(s));
+socket_addresses!(crate::client::MaybeTlsStream, dialled_addrs);
+#[cfg(feature = "http2")]
+socket_addresses!(crate::http2::H2Stream, |s| SocketAddrs::Http2(s));
 
 #[cfg(feature = "json")]
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {

@@ -4,6 +4,8 @@
 //! client's upgrade request and renders the `101` (or error) response; the
 //! client side renders the `GET` request and parses and validates the
 //! server's answer. Every function works on byte slices and `http` types.
+//!
+//! [`extended_connect`] holds the same rules for WebSockets over HTTP/2 (RFC 8441).
 
 use std::fmt;
 
@@ -12,6 +14,8 @@ use base64::Engine as _;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use rand::RngCore as _;
 use sha1::{Digest as _, Sha1};
+
+pub mod extended_connect;
 
 /// RFC 6455 §1.3 GUID.
 pub const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -69,6 +73,12 @@ pub enum HandshakeError {
     BadKey,
     /// The origin check refused the request. 403
     OriginRejected,
+    /// An HTTP/2 request for a WebSocket whose method is not CONNECT (RFC 8441 §4).
+    /// 405 (response carries `Allow: CONNECT`)
+    MethodNotConnect,
+    /// An HTTP/2 CONNECT whose `:protocol` pseudo-header is missing or not
+    /// `websocket` (RFC 8441 §4). 400
+    NoProtocolWebsocket,
     // ---- client side (response validation) ----
     /// The server answered with a status other than 101.
     UnexpectedStatus(u16),
@@ -80,6 +90,9 @@ pub enum HandshakeError {
     UnrequestedSubprotocol(String),
     /// The server answered with an extension the client did not offer.
     UnrequestedExtension(String),
+    /// HTTP/2 was required but the server does not offer WebSockets over it: ALPN did
+    /// not select `h2`, or its SETTINGS do not enable extended CONNECT (RFC 8441 §3).
+    NoExtendedConnect,
 }
 
 impl HandshakeError {
@@ -87,7 +100,7 @@ impl HandshakeError {
     pub fn status(&self) -> u16 {
         match self {
             HandshakeError::HeadersTooLarge => 431,
-            HandshakeError::MethodNotAllowed => 405,
+            HandshakeError::MethodNotAllowed | HandshakeError::MethodNotConnect => 405,
             // §4.2.2 item 4 / §4.4: 426 Upgrade Required for an unknown version.
             HandshakeError::UnsupportedVersion => 426,
             HandshakeError::OriginRejected => 403,
@@ -120,6 +133,7 @@ impl HandshakeError {
             HandshakeError::UnsupportedVersion => out.push_str("Sec-WebSocket-Version: 13\r\n"),
             // RFC 9110 §15.5.6: a 405 carries Allow.
             HandshakeError::MethodNotAllowed => out.push_str("Allow: GET\r\n"),
+            HandshakeError::MethodNotConnect => out.push_str("Allow: CONNECT\r\n"),
             _ => {}
         }
         out.push_str("\r\n");
@@ -144,6 +158,10 @@ impl fmt::Display for HandshakeError {
             HandshakeError::UnsupportedVersion => {
                 f.write_str("unsupported version: 13 not found in 'Sec-WebSocket-Version' header")
             }
+            HandshakeError::MethodNotConnect => f.write_str("HTTP/2 request method is not CONNECT"),
+            HandshakeError::NoProtocolWebsocket => {
+                f.write_str("':protocol' pseudo-header is not 'websocket'")
+            }
             HandshakeError::BadKey => {
                 f.write_str("'Sec-WebSocket-Key' header missing or not base64 of 16 bytes")
             }
@@ -159,6 +177,10 @@ impl fmt::Display for HandshakeError {
             HandshakeError::UnrequestedExtension(e) => {
                 write!(f, "server sent unrequested extension {e:?}")
             }
+            HandshakeError::NoExtendedConnect => f.write_str(
+                "the server does not offer WebSockets over HTTP/2 \
+                 (no h2 in ALPN, or extended CONNECT not enabled)",
+            ),
         }
     }
 }
@@ -334,6 +356,17 @@ pub fn validate_request(req: &http::Request<()>) -> Result<ClientOffer, Handshak
         _ => return Err(HandshakeError::BadKey),
     }
 
+    let (protocols, extensions) = offered_lists(headers);
+    Ok(ClientOffer {
+        key: key.to_owned(),
+        protocols,
+        extensions,
+    })
+}
+
+/// The subprotocols and the extensions a request offers (the same headers over
+/// HTTP/1.1 and HTTP/2).
+fn offered_lists(headers: &HeaderMap) -> (Vec<String>, Option<String>) {
     // §4.2.1 item 8: offered subprotocols, in the client's preference order.
     let protocols = header_tokens(headers, "sec-websocket-protocol")
         .into_iter()
@@ -348,12 +381,7 @@ pub fn validate_request(req: &http::Request<()>) -> Result<ClientOffer, Handshak
         .filter(|v| !v.is_empty())
         .collect();
     let extensions = (!ext_values.is_empty()).then(|| ext_values.join(", "));
-
-    Ok(ClientOffer {
-        key: key.to_owned(),
-        protocols,
-        extensions,
-    })
+    (protocols, extensions)
 }
 
 /// The default origin check (gorilla's checkSameOrigin): true when there is no Origin header;
@@ -595,6 +623,16 @@ pub fn validate_response(
     if single_value(headers, "sec-websocket-accept") != Some(accept_key(key.as_bytes()).as_str()) {
         return Err(HandshakeError::BadAccept);
     }
+    check_agreement(headers, offered_protocols, offered_extensions)
+}
+
+/// Checks what a server agreed to (the same headers over HTTP/1.1 and HTTP/2): the
+/// subprotocol, if any, was offered (returns it), and no extension came unasked.
+fn check_agreement(
+    headers: &HeaderMap,
+    offered_protocols: &[String],
+    offered_extensions: bool,
+) -> Result<Option<String>, HandshakeError> {
     // §4.1 item 5: no extension the client did not ask for.
     if !offered_extensions && headers.contains_key("sec-websocket-extensions") {
         return Err(HandshakeError::UnrequestedExtension(joined_values(

@@ -31,11 +31,27 @@
 //! whose response is then a `403` for a refused origin. `Option<WebSocketUpgrade>` is
 //! `None` for a request that asks for no upgrade, so one route can serve both a page
 //! and a socket.
+//!
+//! **HTTP/2** (RFC 8441, feature `http2`): the extractor also takes an extended
+//! CONNECT (`:protocol websocket`, version 13), answered `200` by `on_upgrade`, with
+//! the same callback and [`HyperConn`]. A route must accept both methods —
+//! `any(handler)`, or `get(handler).connect(handler)` — because `get` alone does not
+//! route CONNECT. `axum::serve` enables extended CONNECT on its HTTP/2 connections
+//! (axum's `http2` feature).
+//!
+//! ```no_run
+//! # use axum::{response::Response, routing::{any, get}, Router};
+//! # use yamabiko::upgrade::axum::WebSocketUpgrade;
+//! # async fn echo(ws: WebSocketUpgrade) -> Response { ws.on_upgrade(|_| async {}) }
+//! // HTTP/1.1 GET upgrades and HTTP/2 CONNECTs on one route:
+//! let app: Router = Router::new().route("/ws", any(echo));
+//! let same: Router = Router::new().route("/ws", get(echo).connect(echo));
+//! ```
 
 use super::hyper::{error_response, request_head, switching_response, upgrading, HyperConn};
 use crate::error::Error;
 use crate::proto::deflate::DeflateConfig;
-use crate::proto::handshake::{self, HandshakeError};
+use crate::proto::handshake::{self, extended_connect, HandshakeError};
 use crate::server::Upgrader;
 use ::hyper::upgrade::OnUpgrade;
 use axum_core::body::Body;
@@ -51,6 +67,8 @@ use std::future::Future;
 pub struct WebSocketUpgrade {
     upgrader: Upgrader,
     head: http::Request<()>,
+    /// The `:protocol` of an HTTP/2 extended CONNECT.
+    protocol: Option<String>,
     on_upgrade: OnUpgrade,
 }
 
@@ -85,10 +103,23 @@ impl WebSocketUpgrade {
 
     /// The subprotocol [`on_upgrade`](Self::on_upgrade) will agree on, if any.
     pub fn selected_protocol(&self) -> Option<String> {
+        if self.is_http2() {
+            return self
+                .upgrader
+                .negotiate_extended_connect(&self.head, self.protocol.as_deref())
+                .ok()
+                .and_then(|n| n.subprotocol);
+        }
         self.upgrader
             .negotiate(&self.head)
             .ok()
             .and_then(|n| n.subprotocol)
+    }
+
+    /// Whether the request is an HTTP/2 extended CONNECT (RFC 8441) rather than an
+    /// HTTP/1.1 upgrade.
+    pub fn is_http2(&self) -> bool {
+        self.head.version() >= http::Version::HTTP_2
     }
 
     /// Largest message accepted (default 64 MiB) → close 1009.
@@ -139,27 +170,45 @@ impl WebSocketUpgrade {
         &self.head
     }
 
-    /// Answers the request: `101 Switching Protocols`, and once axum has handed the
-    /// connection over, runs `callback` with it in a task of its own. A request the
-    /// settings refuse gets its error response instead (`403` for a refused origin).
+    /// Answers the request — `101 Switching Protocols` for HTTP/1.1, `200` for an
+    /// HTTP/2 extended CONNECT — and once axum has handed the connection (or stream)
+    /// over, runs `callback` with it in a task of its own. A request the settings
+    /// refuse gets its error response instead (`403` for a refused origin).
     pub fn on_upgrade<F, Fut>(self, callback: F) -> Response
     where
         F: FnOnce(HyperConn) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let agreed = match self.upgrader.negotiate(&self.head) {
-            Ok(a) => a,
-            Err(e) => return error_response(&Error::Handshake(e)),
-        };
-        let response = match switching_response::<Body>(&agreed) {
-            Ok(r) => r,
-            Err(e) => return error_response(&e),
+        let (response, subprotocol, deflate) = if self.is_http2() {
+            let agreed = match self
+                .upgrader
+                .negotiate_extended_connect(&self.head, self.protocol.as_deref())
+            {
+                Ok(a) => a,
+                Err(e) => return error_response(&Error::Handshake(e)),
+            };
+            let (parts, ()) = agreed.response.into_parts();
+            (
+                Response::from_parts(parts, Body::empty()),
+                agreed.subprotocol,
+                agreed.deflate,
+            )
+        } else {
+            let agreed = match self.upgrader.negotiate(&self.head) {
+                Ok(a) => a,
+                Err(e) => return error_response(&Error::Handshake(e)),
+            };
+            match switching_response::<Body>(&agreed) {
+                Ok(r) => (r, agreed.subprotocol, agreed.deflate),
+                Err(e) => return error_response(&e),
+            }
         };
         let pending = upgrading(
             self.on_upgrade,
             self.upgrader.config().clone(),
             self.upgrader.compression_config().cloned(),
-            agreed,
+            subprotocol,
+            deflate,
         );
         tokio::spawn(async move {
             match pending.await {
@@ -180,7 +229,15 @@ impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade {
         *head.uri_mut() = parts.uri.clone();
         *head.version_mut() = parts.version;
         *head.headers_mut() = parts.headers.clone();
-        handshake::validate_request(&head).map_err(WebSocketUpgradeRejection::Handshake)?;
+        let protocol = if head.version() >= http::Version::HTTP_2 {
+            let protocol = connect_protocol(parts);
+            extended_connect::validate_connect_request(&head, protocol.as_deref())
+                .map_err(WebSocketUpgradeRejection::Handshake)?;
+            protocol
+        } else {
+            handshake::validate_request(&head).map_err(WebSocketUpgradeRejection::Handshake)?;
+            None
+        };
         let on_upgrade = parts
             .extensions
             .remove::<OnUpgrade>()
@@ -188,14 +245,31 @@ impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade {
         Ok(WebSocketUpgrade {
             upgrader: Upgrader::new(),
             head: request_head(&head),
+            protocol,
             on_upgrade,
         })
     }
 }
 
+/// The `:protocol` pseudo-header of an HTTP/2 request, as hyper hands it over.
+#[cfg(feature = "http2")]
+fn connect_protocol(parts: &Parts) -> Option<String> {
+    parts
+        .extensions
+        .get::<::hyper::ext::Protocol>()
+        .map(|p| p.as_str().to_owned())
+}
+
+/// Without the `http2` feature hyper does not hand `:protocol` over.
+#[cfg(not(feature = "http2"))]
+fn connect_protocol(_parts: &Parts) -> Option<String> {
+    None
+}
+
 /// `Option<WebSocketUpgrade>`: `None` for a request that asks for no upgrade (no
-/// `Upgrade: websocket`), so one route can serve a page and a socket; a request that
-/// asks for one but is malformed is still refused.
+/// `Upgrade: websocket`; over HTTP/2, not a CONNECT with `:protocol`), so one route
+/// can serve a page and a socket; a request that asks for one but is malformed is
+/// still refused.
 impl<S: Send + Sync> OptionalFromRequestParts<S> for WebSocketUpgrade {
     type Rejection = WebSocketUpgradeRejection;
 
@@ -203,9 +277,14 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for WebSocketUpgrade {
         parts: &mut Parts,
         state: &S,
     ) -> Result<Option<Self>, Self::Rejection> {
-        let wants_upgrade = handshake::header_tokens(&parts.headers, "upgrade")
-            .iter()
-            .any(|t| t.eq_ignore_ascii_case("websocket"));
+        let wants_upgrade = if parts.version >= http::Version::HTTP_2 {
+            // RFC 8441 §4: a request for a WebSocket is a CONNECT with `:protocol`.
+            parts.method == http::Method::CONNECT && connect_protocol(parts).is_some()
+        } else {
+            handshake::header_tokens(&parts.headers, "upgrade")
+                .iter()
+                .any(|t| t.eq_ignore_ascii_case("websocket"))
+        };
         if !wants_upgrade {
             return Ok(None);
         }
@@ -220,10 +299,10 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for WebSocketUpgrade {
 #[non_exhaustive]
 pub enum WebSocketUpgradeRejection {
     /// Not a valid upgrade request: not `GET` (405), missing `Upgrade`/`Connection`
-    /// tokens or key (400), another version than 13 (426).
+    /// tokens or key (400), another version than 13 (426); over HTTP/2 not `CONNECT`
+    /// (405), `:protocol` not `websocket` (400).
     Handshake(HandshakeError),
-    /// The server cannot hand this connection over (HTTP/2, or hyper without
-    /// upgrades): 426.
+    /// The server cannot hand this connection over (hyper without upgrades): 426.
     ConnectionNotUpgradable,
 }
 

@@ -27,7 +27,18 @@
 //! ```
 //!
 //! hyper's HTTP/1 server must be built with `.with_upgrades()` for hyper to hand the
-//! connection over; HTTP/2 (RFC 8441) is not supported.
+//! connection over.
+//!
+//! **HTTP/2** (RFC 8441, feature `http2`): the same call takes an extended CONNECT
+//! (`:protocol websocket`) on a hyper HTTP/2 server that enables it
+//! ([`Http2Settings::configure_hyper`](crate::http2::Http2Settings::configure_hyper)),
+//! answers `200`, and the future yields the same [`HyperConn`], running over the
+//! request's stream. A refused request gets its status on that stream; the
+//! connection's other streams go on. hyper's upgraded HTTP/2 streams hand received
+//! data over when the connection reads it and return flow-control credit as they do;
+//! writes wait for send capacity (hyper 1.11 and later, the minimum this crate
+//! accepts). A peer's RST_STREAM(CANCEL) reads as the end of the stream (close code
+//! 1006); a reset with another reason as an [`Error::Io`].
 
 use crate::conn::{Config, Conn};
 use crate::error::{Error, Result};
@@ -71,15 +82,20 @@ impl Future for Upgrading {
 
 impl Upgrader {
     /// Checks a hyper (or any `http`) request with this upgrader's settings and
-    /// returns the `101 Switching Protocols` response to send, plus the future that
-    /// yields the connection. A refused request gives [`Error::Handshake`] (turn it
-    /// into the HTTP answer with [`error_response`]); a request hyper cannot upgrade
-    /// (HTTP/2, or a server without `.with_upgrades()`) gives [`Error::InvalidInput`].
+    /// returns the response to send — `101 Switching Protocols` for an HTTP/1.1
+    /// upgrade, `200` for an HTTP/2 extended CONNECT — plus the future that yields the
+    /// connection. A refused request gives [`Error::Handshake`] (turn it into the HTTP
+    /// answer with [`error_response`]); a request hyper cannot upgrade (a server
+    /// without `.with_upgrades()`, HTTP/2 without the `http2` feature) gives
+    /// [`Error::InvalidInput`].
     #[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
     pub fn upgrade_hyper<B, Bd: Default>(
         &self,
         req: &mut http::Request<B>,
     ) -> Result<(http::Response<Bd>, Upgrading)> {
+        if req.version() >= http::Version::HTTP_2 {
+            return self.upgrade_hyper_h2(req);
+        }
         let agreed = self.negotiate(&request_head(req))?;
         let on_upgrade = req.extensions_mut().remove::<OnUpgrade>().ok_or_else(|| {
             Error::InvalidInput(
@@ -91,9 +107,45 @@ impl Upgrader {
             on_upgrade,
             self.config().clone(),
             self.compression_config().cloned(),
-            agreed,
+            agreed.subprotocol,
+            agreed.deflate,
         );
         Ok((response, upgrading))
+    }
+
+    /// [`upgrade_hyper`](Self::upgrade_hyper) for an HTTP/2 request (RFC 8441).
+    #[cfg(feature = "http2")]
+    fn upgrade_hyper_h2<B, Bd: Default>(
+        &self,
+        req: &mut http::Request<B>,
+    ) -> Result<(http::Response<Bd>, Upgrading)> {
+        let protocol = req
+            .extensions()
+            .get::<::hyper::ext::Protocol>()
+            .map(|p| p.as_str());
+        let agreed = self.negotiate_extended_connect(&request_head(req), protocol)?;
+        let on_upgrade = req.extensions_mut().remove::<OnUpgrade>().ok_or_else(|| {
+            Error::InvalidInput("hyper cannot hand over this HTTP/2 stream".into())
+        })?;
+        let (parts, ()) = agreed.response.into_parts();
+        let upgrading = upgrading(
+            on_upgrade,
+            self.config().clone(),
+            self.compression_config().cloned(),
+            agreed.subprotocol,
+            agreed.deflate,
+        );
+        Ok((http::Response::from_parts(parts, Bd::default()), upgrading))
+    }
+
+    #[cfg(not(feature = "http2"))]
+    fn upgrade_hyper_h2<B, Bd: Default>(
+        &self,
+        _req: &mut http::Request<B>,
+    ) -> Result<(http::Response<Bd>, Upgrading)> {
+        Err(Error::InvalidInput(
+            "WebSockets over HTTP/2 need the `http2` feature".into(),
+        ))
     }
 }
 
@@ -121,10 +173,9 @@ pub(crate) fn upgrading(
     on_upgrade: OnUpgrade,
     config: Config,
     compression: Option<DeflateConfig>,
-    agreed: Negotiated,
+    subprotocol: Option<String>,
+    deflate: Option<DeflateParams>,
 ) -> Upgrading {
-    let deflate: Option<DeflateParams> = agreed.deflate;
-    let subprotocol = agreed.subprotocol;
     Upgrading {
         inner: Box::pin(async move {
             let upgraded = on_upgrade
@@ -145,9 +196,11 @@ pub(crate) fn upgrading(
     }
 }
 
-/// The HTTP answer to a failed upgrade: a refused handshake's status (400, 403, 405,
-/// 426, 431) with its headers (`Sec-WebSocket-Version: 13`, `Allow: GET`) and a
-/// one-line body; `500` for other errors.
+/// The HTTP answer to a failed upgrade, for HTTP/1.1 and HTTP/2 alike: a refused
+/// handshake's status (400, 403, 405, 426, 431) with its headers
+/// (`Sec-WebSocket-Version: 13`, `Allow`) and a one-line body; `500` for other
+/// errors. It leaves the connection to hyper (no `Connection: close`): over HTTP/2
+/// only the request's stream is answered, the connection's other streams go on.
 pub fn error_response<Bd: From<String>>(e: &Error) -> http::Response<Bd> {
     let raw = match e {
         Error::Handshake(h) => h.to_http_response(),
@@ -160,7 +213,9 @@ pub fn error_response<Bd: From<String>>(e: &Error) -> http::Response<Bd> {
     match handshake::parse_response(&raw, usize::MAX) {
         Ok(Some((head, used))) => {
             let body = String::from_utf8_lossy(&raw[used..]).into_owned();
-            let (parts, ()) = head.into_parts();
+            let (mut parts, ()) = head.into_parts();
+            // Connection-specific: hyper decides, and HTTP/2 forbids it.
+            parts.headers.remove(http::header::CONNECTION);
             http::Response::from_parts(parts, Bd::from(body))
         }
         _ => {

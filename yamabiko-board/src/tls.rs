@@ -9,12 +9,17 @@ use std::sync::Arc;
 use tokio_rustls::TlsAcceptor;
 
 /// Loads `cert` (the certificate chain, leaf first) and `key` (PKCS#8, PKCS#1 or
-/// SEC1) into a TLS acceptor (TLS 1.2 and 1.3, the *ring* provider).
+/// SEC1) into a TLS acceptor (TLS 1.2 and 1.3, the *ring* provider) whose ALPN
+/// offers `h2` and `http/1.1`: the server takes WebSockets over HTTP/2 (RFC 8441) and
+/// over HTTP/1.1 (check `alpn_protocol()` after the handshake).
 pub fn acceptor(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
-    Ok(TlsAcceptor::from(server_config(cert, key)?))
+    let mut config = (*server_config(cert, key)?).clone();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// The rustls server configuration of [`acceptor`], for blocking servers.
+/// The rustls server configuration of [`acceptor`] without ALPN, for blocking
+/// servers (HTTP/1.1 only).
 pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let certs = CertificateDer::pem_file_iter(cert)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
