@@ -8,7 +8,11 @@
 //! * The **writer** waits on the mailbox and writes whatever is there (events, then
 //!   the latest snapshot) in one flush, under a write deadline: a page that cannot
 //!   take its messages within [`Timing::write_timeout`] is closed with 1008, and its
-//!   room never waits for it. It also pings, so idle pages are noticed.
+//!   room never waits for it. A room's own snapshots and events come through the
+//!   room's pub/sub hub ([`HubTopic`](crate::fanout::HubTopic)), written by the room or
+//!   the reader; every write timeout the writer flushes under the deadline, so a page
+//!   that stops taking those is closed the same way. It also pings, so idle pages are
+//!   noticed.
 //!
 //! Compression is off on this socket (snapshots are small and differ every tick), and
 //! Nagle is off on the TCP connection (the accept loop sets `TCP_NODELAY`).
@@ -83,7 +87,7 @@ pub(crate) async fn run(ctx: Arc<Context>, conn: yamabiko::Conn<TcpStream>, id: 
         hc.set_read_deadline(Some(Instant::now() + timing.idle_timeout));
         Ok(())
     });
-    let mailbox = Arc::new(Mailbox::new());
+    let mailbox = Arc::new(Mailbox::for_connection(write.control_handle()));
     let writer = tokio::spawn(write_pump(write, mailbox.clone(), ctx.clone()));
     let mut session = Session {
         ctx: ctx.clone(),
@@ -339,7 +343,9 @@ impl Session {
     }
 }
 
-/// Writes what the mailbox holds, pings, and sends the close frame at the end.
+/// Writes what the mailbox holds, pings, watches the write deadline, and sends the
+/// close frame at the end. (A room's snapshots and events are written by the room's
+/// hub and the connection's reader, not here; the deadline watch covers them too.)
 async fn write_pump(mut write: WriteHalf<TcpStream>, mailbox: Arc<Mailbox>, ctx: Arc<Context>) {
     let timing = ctx.timing;
     let mut ping = tokio::time::interval_at(
@@ -347,16 +353,32 @@ async fn write_pump(mut write: WriteHalf<TcpStream>, mailbox: Arc<Mailbox>, ctx:
         timing.ping_interval,
     );
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut batch = Vec::with_capacity(4);
+    // Every write timeout, a flush under the deadline: a page whose queue (hub
+    // deliveries included) cannot be written out within it is too slow. One timer per
+    // connection every few seconds, instead of a deadline per write.
+    let mut watch = tokio::time::interval_at(
+        tokio::time::Instant::now() + timing.write_timeout,
+        timing.write_timeout,
+    );
+    watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let closed = mailbox.closed();
     tokio::pin!(closed);
     // The write deadline is moved at most every half timeout, not per write: a write
     // that sticks fails after between half and all of the timeout.
     let mut deadline = Instant::now();
     loop {
+        let (mut bytes, mut frames) = (0u64, 0u64);
+        let mut queued = Ok(());
         let taken = tokio::select! {
             biased;
-            taken = mailbox.take(&mut batch) => taken,
+            // Queued on the connection with the mailbox locked (see `HubTopic`).
+            taken = mailbox.take_with(|msg| {
+                let len = msg.message().len() as u64;
+                bytes += len + if len < 126 { 2 } else { 4 };
+                frames += 1;
+                queued = write.queue_prepared(&msg);
+                queued.is_ok()
+            }) => taken,
             _ = ping.tick() => {
                 let deadline = Instant::now() + timing.write_timeout;
                 if let Err(e) = write.write_control(Control::ping(&b"game"[..]), Some(deadline)).await {
@@ -365,6 +387,7 @@ async fn write_pump(mut write: WriteHalf<TcpStream>, mailbox: Arc<Mailbox>, ctx:
                 }
                 continue;
             }
+            _ = watch.tick() => Ok(()),
         };
         match taken {
             Ok(()) => {}
@@ -377,19 +400,14 @@ async fn write_pump(mut write: WriteHalf<TcpStream>, mailbox: Arc<Mailbox>, ctx:
                 return;
             }
         }
+        if queued.is_err() {
+            mailbox.close(Closing::Drop);
+            return;
+        }
         let now = Instant::now();
         if deadline < now + timing.write_timeout / 2 {
             deadline = now + timing.write_timeout;
             write.set_write_deadline(Some(deadline));
-        }
-        let (mut bytes, frames) = (0u64, batch.len() as u64);
-        for msg in batch.drain(..) {
-            let len = msg.message().len() as u64;
-            bytes += len + if len < 126 { 2 } else { 4 };
-            if write.queue_prepared(&msg).is_err() {
-                mailbox.close(Closing::Drop);
-                return;
-            }
         }
         let flushed = tokio::select! {
             r = write.flush() => r,
@@ -411,6 +429,11 @@ async fn write_pump(mut write: WriteHalf<TcpStream>, mailbox: Arc<Mailbox>, ctx:
                 let _ = write
                     .write_control(Control::close(close::TOO_SLOW, "too slow"), Some(deadline))
                     .await;
+                return;
+            }
+            Err(Error::TooSlow(_)) => {
+                // The room's hub closed it (its events piled up; the room counted it).
+                mailbox.close(Closing::Drop);
                 return;
             }
             Err(e) => {

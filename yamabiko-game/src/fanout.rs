@@ -8,14 +8,18 @@
 //! * [`Topic::publish_event`] for what must not be lost (roster changes, tags): queued
 //!   in order, bounded; a subscriber whose queue is full is closed as too slow.
 //!
-//! [`LocalTopic`] implements it over the mailboxes directly. The library's pub/sub hub
-//! offers the same two policies (latest-wins and a bounded queue that closes the slow)
-//! per subscription; moving rooms onto it means implementing this trait over a hub
-//! topic, and nothing in the rooms changes.
+//! [`HubTopic`] implements it over the library's pub/sub hub ([`yamabiko::hub`]): the
+//! rooms use it. [`LocalTopic`] implements it over the mailboxes directly: the lobby
+//! uses it (its list goes to few connections, rarely).
 
 use crate::mailbox::Mailbox;
+use crate::protocol::close;
+use crate::stats::{add, Stats};
+use std::collections::HashMap;
 use std::sync::Arc;
-use yamabiko::PreparedMessage;
+use std::time::Duration;
+use yamabiko::hub::{Backpressure, Hub, Overflow, Published, Subscription};
+use yamabiko::{CloseCode, PreparedMessage};
 
 /// Identifies a subscriber (the connection's id).
 pub type SubscriberId = u64;
@@ -121,6 +125,179 @@ impl Topic for LocalTopic {
             self.prune();
         }
         d
+    }
+}
+
+/// The topics of a room's hub: its two streams, and one for a subscriber's first
+/// messages (the welcome), used for a moment while subscribing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Channel {
+    /// Snapshots: latest wins.
+    Snapshots,
+    /// Events: in order, bounded, the slow closed.
+    Events,
+    /// What waited in a new subscriber's mailbox, queued ahead of the hub's deliveries.
+    Welcome,
+}
+
+/// Most unsent bytes a connection may have for a snapshot to be queued behind them;
+/// past it only the newest snapshot waits (outside the queue). Two snapshots of a full
+/// room and some events: a page that keeps up never meets it.
+pub const SNAPSHOT_BOUND: usize = 2 * 1024;
+
+/// Most unsent bytes a connection may have for an event to be queued behind them; past
+/// it the connection is closed as too slow (1008). About [`EVENT_QUEUE_LEN`] events of
+/// the usual size, as the mailbox allows.
+///
+/// [`EVENT_QUEUE_LEN`]: crate::mailbox::EVENT_QUEUE_LEN
+pub const EVENT_BOUND: usize = 16 * 1024;
+
+/// How long the close frame of a connection closed as too slow may take to go out.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// A [`Topic`] over the library's pub/sub hub: each subscriber's connection is
+/// subscribed to the room's snapshots ([`Overflow::LatestWins`] at [`SNAPSHOT_BOUND`])
+/// and events ([`Overflow::Close`] with 1008 at [`EVENT_BOUND`]). A publish frames the
+/// message once and queues the frame on every connection without waiting for any; the
+/// snapshot of a tick is published corked, so the room's task writes it (and the
+/// tick's events before it) to every connection, one write each, instead of waking each
+/// connection's task to do it.
+///
+/// A subscriber's mailbox keeps what is for that connection alone; what waits in it
+/// when it subscribes (the welcome) is queued ahead of the first hub delivery. A
+/// mailbox without a connection (unit tests) is served through the mailbox, as by
+/// [`LocalTopic`].
+pub struct HubTopic {
+    hub: Hub<Channel>,
+    subscribers: HashMap<SubscriberId, Subscribed>,
+    local: LocalTopic,
+    stats: Option<Arc<Stats>>,
+}
+
+struct Subscribed {
+    mailbox: Arc<Mailbox>,
+    _snapshots: Subscription<Channel>,
+    _events: Subscription<Channel>,
+}
+
+impl std::fmt::Debug for HubTopic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubTopic")
+            .field("subscribers", &self.subscribers.len())
+            .field("local", &self.local.len())
+            .finish()
+    }
+}
+
+impl HubTopic {
+    /// A topic without subscribers; what it queues is counted in `stats`
+    /// (`bytes_out`, `frames_out`) if given.
+    pub fn new(stats: Option<Arc<Stats>>) -> HubTopic {
+        HubTopic {
+            hub: Hub::new(),
+            subscribers: HashMap::new(),
+            local: LocalTopic::new(),
+            stats,
+        }
+    }
+
+    /// The hub's counters (delivered, dropped, closed as slow, bytes waiting).
+    pub fn hub_stats(&self) -> yamabiko::hub::HubStats {
+        self.hub.stats()
+    }
+
+    /// Drops subscribers whose connection has ended.
+    fn prune(&mut self) {
+        self.subscribers.retain(|_, s| !s.mailbox.is_closed());
+    }
+
+    fn count(&self, msg: &PreparedMessage, frames: usize) {
+        if let Some(stats) = &self.stats {
+            let len = msg.message().len() as u64;
+            let bytes = len + if len < 126 { 2 } else { 4 };
+            add(&stats.bytes_out, bytes * frames as u64);
+            add(&stats.frames_out, frames as u64);
+        }
+    }
+}
+
+impl Topic for HubTopic {
+    fn subscribe(&mut self, id: SubscriberId, mailbox: Arc<Mailbox>) {
+        self.unsubscribe(id);
+        let Some(connection) = mailbox.connection() else {
+            return self.local.subscribe(id, mailbox);
+        };
+        let hub = &self.hub;
+        let subscribed = mailbox.with_pending(|pending| {
+            // Nobody else is subscribed to `Welcome`: the room's task is the only one
+            // that subscribes, and it lets go before it returns.
+            let welcome = hub.subscribe(Channel::Welcome, connection, Backpressure::default());
+            for msg in pending {
+                hub.publish_prepared(&Channel::Welcome, &msg);
+            }
+            drop(welcome);
+            Subscribed {
+                mailbox: mailbox.clone(),
+                _snapshots: hub.subscribe(
+                    Channel::Snapshots,
+                    connection,
+                    Backpressure::latest_wins(SNAPSHOT_BOUND),
+                ),
+                _events: hub.subscribe(
+                    Channel::Events,
+                    connection,
+                    Backpressure {
+                        max_queued: EVENT_BOUND,
+                        overflow: Overflow::Close {
+                            code: CloseCode::from(close::TOO_SLOW),
+                            reason: "too slow: events piled up",
+                            grace: CLOSE_GRACE,
+                        },
+                    },
+                ),
+            }
+        });
+        self.subscribers.insert(id, subscribed);
+    }
+
+    fn unsubscribe(&mut self, id: SubscriberId) -> Option<Arc<Mailbox>> {
+        match self.subscribers.remove(&id) {
+            Some(s) => Some(s.mailbox),
+            None => self.local.unsubscribe(id),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.subscribers.len() + self.local.len()
+    }
+
+    fn publish_latest(&mut self, msg: &PreparedMessage) -> Delivery {
+        let p: Published = {
+            let mut cork = self.hub.cork();
+            cork.publish_prepared(&Channel::Snapshots, msg)
+        };
+        self.count(msg, p.queued);
+        if self.subscribers.values().any(|s| s.mailbox.is_closed()) {
+            self.prune();
+        }
+        let local = self.local.publish_latest(msg);
+        Delivery {
+            // A replaced held snapshot is counted as held and as dropped.
+            delivered: p.queued + p.held + local.delivered,
+            replaced: p.dropped + local.replaced,
+            overflowed: local.overflowed,
+        }
+    }
+
+    fn publish_event(&mut self, msg: &PreparedMessage) -> Delivery {
+        let p = self.hub.publish_prepared(&Channel::Events, msg);
+        self.count(msg, p.queued);
+        let local = self.local.publish_event(msg);
+        Delivery {
+            delivered: p.queued + local.delivered,
+            replaced: 0,
+            overflowed: p.closed + local.overflowed,
+        }
     }
 }
 

@@ -15,8 +15,9 @@
 //! * [`room`]: one room's task (seats, bots, reconnection, the tick);
 //! * [`lobby`]: rooms by name and the list shown in the lobby;
 //! * [`bots`]: the bots' minds;
-//! * [`mailbox`]: a connection's outbox (latest snapshot wins, events bounded);
-//! * [`fanout`]: the room's publishing interface ([`fanout::Topic`]);
+//! * [`mailbox`]: a connection's own outbox (latest state wins, events bounded);
+//! * [`fanout`]: the room's publishing interface ([`fanout::Topic`]), over the library's
+//!   pub/sub hub ([`fanout::HubTopic`]);
 //! * [`connection`]: one page's reader and writer;
 //! * [`server`]: HTTP, `/stats` and `/ws` on one port; [`assets`]: the embedded page;
 //! * [`stats`]: counters and histograms; [`mod@bench`]: the load generator.

@@ -11,13 +11,20 @@
 //! Memory: a mailbox holds at most one snapshot and [`EVENT_QUEUE_LEN`] events, and
 //! these are handles to frames shared by the whole room (`PreparedMessage`), so a
 //! stalled connection costs a few KiB, not a growing queue.
+//!
+//! A mailbox may also carry a handle on its connection
+//! ([`for_connection`](Mailbox::for_connection)): rooms subscribe that to their
+//! pub/sub hub ([`HubTopic`](crate::fanout::HubTopic)), which then writes the room's
+//! snapshots and events to the connection directly; the mailbox keeps what is for
+//! this connection alone (the welcome, notices, the lobby).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use yamabiko::PreparedMessage;
+use yamabiko::{ControlHandle, PreparedMessage};
 
 /// Most events a mailbox holds before its connection counts as too slow.
 pub const EVENT_QUEUE_LEN: usize = 64;
@@ -43,6 +50,8 @@ pub struct Mailbox {
     /// Set on close; read on every publish, so a plain atomic.
     is_closed: AtomicBool,
     closed: CancellationToken,
+    /// The connection, for rooms to subscribe to their hub (`None` in unit tests).
+    connection: Option<ControlHandle<TcpStream>>,
 }
 
 #[derive(Debug, Default)]
@@ -56,6 +65,34 @@ impl Mailbox {
     /// An empty, open mailbox.
     pub fn new() -> Mailbox {
         Mailbox::default()
+    }
+
+    /// An empty, open mailbox of `connection`, which rooms may subscribe to their hub.
+    pub fn for_connection(connection: ControlHandle<TcpStream>) -> Mailbox {
+        Mailbox {
+            connection: Some(connection),
+            ..Mailbox::default()
+        }
+    }
+
+    /// The connection's handle, if the mailbox has one.
+    pub fn connection(&self) -> Option<&ControlHandle<TcpStream>> {
+        self.connection.as_ref()
+    }
+
+    /// Runs `f` on what waits (events in order, then the latest state, taken out) with
+    /// the mailbox locked, so that no [`take_with`](Self::take_with) is half done
+    /// meanwhile: what was taken before is in the connection's write queue, what is
+    /// handed to `f` is not. For a room that subscribes the connection to its hub and
+    /// must queue the welcome before the first hub delivery.
+    pub fn with_pending<R>(
+        &self,
+        f: impl FnOnce(&mut dyn Iterator<Item = PreparedMessage>) -> R,
+    ) -> R {
+        let mut inner = self.lock();
+        let latest = inner.latest.take();
+        let mut pending = inner.events.drain(..).chain(latest);
+        f(&mut pending)
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -139,6 +176,20 @@ impl Mailbox {
     /// order, then the latest state. Returns how the connection is to end instead,
     /// once the mailbox is closed. Cancel-safe: nothing is taken unless it returns.
     pub async fn take(&self, out: &mut Vec<PreparedMessage>) -> Result<(), Closing> {
+        self.take_with(|m| {
+            out.push(m);
+            true
+        })
+        .await
+    }
+
+    /// Like [`take`](Self::take), handing each message to `queue` with the mailbox
+    /// locked (a connection's writer queues them on the connection; see
+    /// [`with_pending`](Self::with_pending)). `queue` returning `false` drops the rest.
+    pub async fn take_with(
+        &self,
+        mut queue: impl FnMut(PreparedMessage) -> bool,
+    ) -> Result<(), Closing> {
         loop {
             // Register for a wake-up before looking, so a put in between is not missed.
             let notified = self.wake.notified();
@@ -148,8 +199,12 @@ impl Mailbox {
                     return Err(how.clone());
                 }
                 if !inner.events.is_empty() || inner.latest.is_some() {
-                    out.extend(inner.events.drain(..));
-                    out.extend(inner.latest.take());
+                    let latest = inner.latest.take();
+                    for m in inner.events.drain(..).chain(latest) {
+                        if !queue(m) {
+                            break;
+                        }
+                    }
                     return Ok(());
                 }
             }

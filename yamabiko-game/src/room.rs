@@ -15,7 +15,7 @@
 //! connection still holding it (closed with 4003), so there is never a second avatar.
 
 use crate::bots::{Bot, BOT_NAMES};
-use crate::fanout::{Delivery, LocalTopic, SubscriberId, Topic};
+use crate::fanout::{Delivery, HubTopic, SubscriberId, Topic};
 use crate::mailbox::{Closing, Mailbox};
 use crate::protocol::client::Input;
 use crate::protocol::server::{Seat as SeatInfo, ServerMsg, Snapshot, TagEvent, Welcome};
@@ -283,7 +283,7 @@ pub(crate) fn spawn(
         config,
         state: State::new(),
         seats: Default::default(),
-        topic: Box::new(LocalTopic::new()),
+        topic: Box::new(HubTopic::new(Some(stats.clone()))),
         spectators: HashSet::new(),
         counts: counts.clone(),
         stats,

@@ -146,11 +146,13 @@ async fn a_player_joins_and_an_input_is_applied_at_the_next_tick() {
     for seq in 1..=10u32 {
         let before = snapshot(&mut page).await;
         let x0 = before.records[0].x;
+        // Toward the farther wall, so that a spawn near one cannot stop the circle.
+        let rightward = i32::from(x0) < welcome.params.width / 2;
         send(
             &mut page,
             ClientMsg::Input(Input {
                 seq,
-                dx: 127,
+                dx: if rightward { 127 } else { -127 },
                 dy: 0,
                 view_tick: before.tick,
             }),
@@ -161,7 +163,11 @@ async fn a_player_joins_and_an_input_is_applied_at_the_next_tick() {
             _ => None,
         })
         .await;
-        assert!(after.records[0].x > x0, "the circle moved right");
+        let x1 = after.records[0].x;
+        assert!(
+            if rightward { x1 > x0 } else { x1 < x0 },
+            "the circle moved toward the farther wall: {x0} → {x1} (rightward: {rightward})"
+        );
         // Sent right after tick T arrived: applied at tick T+1, unless the machine
         // was too busy to deliver it within a tick.
         if after.tick != before.tick + 1 {

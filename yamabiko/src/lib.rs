@@ -108,8 +108,8 @@
 //! ## Examples
 //!
 //! `yamabiko/examples/` holds gorilla/websocket's examples, ported, each with a README
-//! and tests: `chat` (a hub broadcasting prepared messages, read and write pumps,
-//! pings and deadlines, slow clients dropped), `command` (a process's stdin and stdout
+//! and tests: `chat` (a room on the pub/sub [`hub`], read and write pumps, pings and
+//! deadlines, slow clients closed at their bound), `command` (a process's stdin and stdout
 //! over a socket), `filewatch` (a file pushed to the page when it changes) and
 //! `sans-io` (an echo server on `std::net::TcpStream` from [`proto`] alone); and
 //! `echo`, `blocking-echo`, `wss-echo`, `hyper`, `axum`.

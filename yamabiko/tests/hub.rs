@@ -646,6 +646,56 @@ async fn client_connections_and_compressing_ones_can_subscribe() {
 }
 
 #[tokio::test]
+async fn a_control_handle_subscribes_a_connection_another_task_owns() {
+    bounded(async {
+        // The server connection belongs to its reader task; another task (a game room,
+        // say) subscribes it through a ControlHandle and publishes to it.
+        let (server_io, client_io) = tokio::io::duplex(1 << 16);
+        let config = yamabiko::Config::default();
+        let mut server = Conn::from_raw(server_io, Role::Server, &config, Default::default());
+        let mut client = Conn::from_raw(client_io, Role::Client, &config, Default::default());
+        let handle = server.control_handle();
+        let reader = tokio::spawn(async move { while server.read_message().await.is_ok() {} });
+        let hub: Hub<()> = Hub::new();
+        let room = {
+            let hub = hub.clone();
+            tokio::spawn(async move {
+                let subscription = hub.subscribe((), &handle, Backpressure::default());
+                hub.publish(&(), "one");
+                hub.publish(&(), Message::binary(Bytes::from_static(b"two")));
+                subscription
+            })
+        };
+        let subscription = step("room", room).await.unwrap();
+        assert_eq!(
+            step("first", client.read_message()).await.unwrap(),
+            Message::text("one")
+        );
+        assert_eq!(
+            step("second", client.read_message()).await.unwrap(),
+            Message::binary(Bytes::from_static(b"two"))
+        );
+        drop(subscription);
+        assert_eq!(hub.publish(&(), "three").queued, 0);
+
+        // A client connection's handle: frames masked, read by the server as usual.
+        let (server_io, client_io) = tokio::io::duplex(1 << 16);
+        let mut server = Conn::from_raw(server_io, Role::Server, &config, Default::default());
+        let mut client = Conn::from_raw(client_io, Role::Client, &config, Default::default());
+        let _s = hub.subscribe((), &client.control_handle(), Backpressure::default());
+        hub.publish(&(), "masked");
+        let client_task = tokio::spawn(async move { while client.read_message().await.is_ok() {} });
+        assert_eq!(
+            step("masked", server.read_message()).await.unwrap(),
+            Message::text("masked")
+        );
+        client_task.abort();
+        reader.abort();
+    })
+    .await
+}
+
+#[tokio::test]
 async fn a_cork_writes_a_batch_once_per_subscriber_from_the_publisher() {
     bounded(async {
         let writes = Arc::new(AtomicUsize::new(0));

@@ -1,20 +1,20 @@
-//! The hub: the set of connected clients, and the broadcast of every message to all of
-//! them (gorilla's `Hub`).
+//! The room: the set of connected clients and the broadcast of every message to all
+//! of them (gorilla's `Hub`), on the library's pub/sub hub ([`yamabiko::hub`]).
 //!
-//! One task owns the set; clients talk to it through a bounded command channel. A
-//! message is framed once ([`PreparedMessage`]) and offered to every client's outbox
-//! with `try_send`, so the hub never waits for anyone: a client whose outbox is full —
-//! it reads slower than the room talks — is dropped there and then (its outbox closes,
-//! its writer says goodbye and hangs up). A slow client therefore costs at most its
-//! outbox (`queue_len` messages of at most `max_message_size` bytes, the frames shared
-//! with every other outbox) and never holds the others back.
+//! Every client subscribes its connection to the room's one topic. A message is
+//! framed once and queued on every subscriber's connection without waiting for any of
+//! them; each connection's own read pump writes what was queued for it. A client whose
+//! connection has more than `max_queued` bytes unsent — it reads slower than the room
+//! talks — is closed by the hub with 1013 (try again later) on the spot, so a slow
+//! client costs at most its bound and never holds the others back.
 //!
-//! Nothing here knows about sockets: the hub moves prepared messages between channels,
-//! which is what a library pub/sub hub would take over.
+//! What is left here is the chat's own bookkeeping: why clients left, for the log and
+//! the tests.
 
-use std::collections::HashMap;
-use tokio::sync::{mpsc, oneshot};
-use yamabiko::{Message, PreparedMessage};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use yamabiko::hub::{Backpressure, Subscriber, Subscription};
+use yamabiko::{CloseCode, Message};
 
 /// Why a client left the room.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,20 +23,20 @@ pub enum Ending {
     Closed,
     /// No pong (nor anything else) arrived within the pong wait.
     ReadTimeout,
-    /// A write did not complete by the write deadline: the peer stopped reading.
+    /// A ping did not go out by the write deadline: the peer stopped reading.
     WriteTimeout,
-    /// The hub dropped the client because its outbox was full.
+    /// The hub closed the client because it fell `max_queued` bytes behind.
     Dropped,
 }
 
-/// What the hub has seen, for logs and tests.
+/// What the room has seen, for logs and tests.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Clients in the room now.
     pub clients: usize,
     /// Messages broadcast.
     pub broadcasts: u64,
-    /// Clients dropped because their outbox was full.
+    /// Clients the hub closed because they fell behind (the library hub's count).
     pub dropped: u64,
     /// Clients gone for each other reason, as their connections reported it.
     pub closed: u64,
@@ -46,111 +46,63 @@ pub struct Stats {
     pub write_timeouts: u64,
 }
 
-/// The client's side of the hub: where it receives the room's messages.
-pub type Outbox = mpsc::Receiver<PreparedMessage>;
-
-enum Command {
-    Join {
-        outbox: mpsc::Sender<PreparedMessage>,
-        id: oneshot::Sender<u64>,
-    },
-    Leave {
-        id: u64,
-        ending: Ending,
-    },
-    Broadcast(Message),
-    Stats(oneshot::Sender<Stats>),
-}
-
-/// A handle on the hub task; cheap to clone. The task ends when every handle is gone.
+/// The room; cheap to clone (the clones share it).
 #[derive(Clone)]
 pub struct Hub {
-    commands: mpsc::Sender<Command>,
-    queue_len: usize,
+    hub: yamabiko::hub::Hub<()>,
+    backpressure: Backpressure,
+    /// Endings as the connections reported them (`clients` and `dropped` come from
+    /// the library hub).
+    endings: Arc<Mutex<Stats>>,
 }
 
 impl Hub {
-    /// Starts the hub task. Each client's outbox holds up to `queue_len` messages.
-    pub fn start(queue_len: usize) -> Hub {
-        // Readers wait when the hub is behind: TCP pushes back on the senders.
-        let (commands, rx) = mpsc::channel(1024);
-        tokio::spawn(run(rx));
+    /// A room whose clients may each fall `max_queued` bytes behind; past that the hub
+    /// closes them, giving the close frame `grace` to go out.
+    pub fn new(max_queued: usize, grace: Duration) -> Hub {
         Hub {
-            commands,
-            queue_len,
+            hub: yamabiko::hub::Hub::new(),
+            backpressure: Backpressure::close(max_queued, CloseCode::TRY_AGAIN_LATER, grace),
+            endings: Arc::default(),
         }
     }
 
-    /// Enters the room: returns the client's id and its outbox.
-    pub async fn join(&self) -> Option<(u64, Outbox)> {
-        let (outbox, inbox) = mpsc::channel(self.queue_len.max(1));
-        let (id, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Join { outbox, id })
-            .await
-            .ok()?;
-        Some((rx.await.ok()?, inbox))
+    /// Enters the room until the returned subscription is dropped.
+    pub fn join(&self, connection: &impl Subscriber) -> Subscription<()> {
+        self.hub
+            .subscribe((), connection, self.backpressure.clone())
     }
 
-    /// Leaves the room, saying why.
-    pub async fn leave(&self, id: u64, ending: Ending) {
-        let _ = self.commands.send(Command::Leave { id, ending }).await;
-    }
-
-    /// Sends `message` to every client in the room, the sender included.
-    pub async fn broadcast(&self, message: Message) {
-        let _ = self.commands.send(Command::Broadcast(message)).await;
-    }
-
-    /// What the hub has seen so far.
-    pub async fn stats(&self) -> Stats {
-        let (tx, rx) = oneshot::channel();
-        if self.commands.send(Command::Stats(tx)).await.is_err() {
-            return Stats::default();
+    /// Counts why a client left (its subscription is dropped separately).
+    pub fn left(&self, ending: Ending) {
+        let mut endings = self.endings.lock().unwrap_or_else(|e| e.into_inner());
+        match ending {
+            Ending::ReadTimeout => endings.read_timeouts += 1,
+            Ending::WriteTimeout => endings.write_timeouts += 1,
+            Ending::Closed => endings.closed += 1,
+            // Counted by the library hub.
+            Ending::Dropped => {}
         }
-        rx.await.unwrap_or_default()
     }
-}
 
-async fn run(mut commands: mpsc::Receiver<Command>) {
-    let mut clients: HashMap<u64, mpsc::Sender<PreparedMessage>> = HashMap::new();
-    let mut next_id = 0u64;
-    let mut stats = Stats::default();
-    while let Some(command) = commands.recv().await {
-        match command {
-            Command::Join { outbox, id } => {
-                next_id += 1;
-                clients.insert(next_id, outbox);
-                let _ = id.send(next_id);
-            }
-            Command::Leave { id, ending } => {
-                // A client the hub dropped was counted then.
-                if clients.remove(&id).is_some() {
-                    match ending {
-                        Ending::ReadTimeout => stats.read_timeouts += 1,
-                        Ending::WriteTimeout => stats.write_timeouts += 1,
-                        Ending::Closed | Ending::Dropped => stats.closed += 1,
-                    }
-                }
-            }
-            Command::Broadcast(message) => {
-                stats.broadcasts += 1;
-                // Framed once; every outbox holds the same frame.
-                let prepared = PreparedMessage::new(message);
-                clients.retain(|id, outbox| match outbox.try_send(prepared.clone()) {
-                    Ok(()) => true,
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        eprintln!("chat: client {id} is too slow, dropping it");
-                        stats.dropped += 1;
-                        false // dropping the sender closes the outbox
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => false,
-                });
-            }
-            Command::Stats(reply) => {
-                stats.clients = clients.len();
-                let _ = reply.send(stats.clone());
-            }
-        }
+    /// Sends `message` to every client in the room, the sender included. Never waits.
+    pub fn broadcast(&self, message: Message) {
+        self.endings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .broadcasts += 1;
+        self.hub.publish(&(), message);
+    }
+
+    /// What the room has seen so far.
+    pub fn stats(&self) -> Stats {
+        let mut stats = self
+            .endings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        stats.clients = self.hub.subscribers(&());
+        stats.dropped = self.hub.stats().closed_slow;
+        stats
     }
 }

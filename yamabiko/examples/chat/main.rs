@@ -7,8 +7,8 @@
 //! cargo run -p yamabiko --example chat -- 127.0.0.1:9000
 //! ```
 //!
-//! `hub.rs` keeps the room and broadcasts; `client.rs` runs each connection's read and
-//! write pumps. README.md says what it shows.
+//! `hub.rs` keeps the room on the library's pub/sub hub; `client.rs` runs each
+//! connection's read and write pumps. README.md says what it shows.
 
 mod client;
 mod hub;
@@ -33,8 +33,8 @@ pub struct Settings {
     pub ping_period: Duration,
     /// Largest message a client may send; larger ones close its connection (1009).
     pub max_message_size: usize,
-    /// Messages waiting for a client before the hub drops it as too slow.
-    pub queue_len: usize,
+    /// Unsent bytes a client may have before the hub closes it as too slow (1013).
+    pub max_queued: usize,
 }
 
 impl Default for Settings {
@@ -45,7 +45,8 @@ impl Default for Settings {
             pong_wait,
             ping_period: pong_wait * 9 / 10,
             max_message_size: 512,
-            queue_len: 256,
+            // 256 messages of the largest size.
+            max_queued: 256 * 512,
         }
     }
 }
@@ -61,7 +62,7 @@ async fn main() -> std::io::Result<()> {
         listener.local_addr()?
     );
     let settings = Settings::default();
-    let hub = Hub::start(settings.queue_len);
+    let hub = Hub::new(settings.max_queued, settings.write_wait);
     serve(listener, hub, settings).await
 }
 

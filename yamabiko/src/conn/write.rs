@@ -320,7 +320,7 @@ impl<S> Drop for WriteHalf<S> {
 /// A cloneable handle that sends control frames (close, ping, pong) while other tasks
 /// read and write — gorilla's `WriteControl`, safe to call concurrently.
 pub struct ControlHandle<S> {
-    shared: Arc<Shared<S>>,
+    pub(crate) shared: Arc<Shared<S>>,
 }
 
 impl<S> Clone for ControlHandle<S> {

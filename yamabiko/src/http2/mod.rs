@@ -34,11 +34,19 @@
 //! other HTTP/2 servers.
 //!
 //! hyper's HTTP/2 server leaves a stream's DATA frames in h2's queues until the
-//! application reads the upgraded stream, and h2 ends the *whole connection* (GOAWAY
-//! ENHANCE_YOUR_CALM) when too many small frames wait there — about 36,000 frames of
-//! a few bytes with the default windows. So behind hyper or axum, one WebSocket whose
-//! application stops reading while its client sends many tiny messages ends every
-//! other WebSocket on its connection; use [`ServerConnection`] where that matters.
+//! application reads the upgraded stream (taking them out is what returns their
+//! credit), and h2 ends the *whole connection* (GOAWAY ENHANCE_YOUR_CALM) when the
+//! small frames waiting there exceed a budget of half the connection window. With
+//! [`Http2Settings`]' defaults any one WebSocket that stops reading is safe, whatever
+//! its client sends; several flooded with tiny messages are not (eight with 20-byte
+//! messages end the connection and every WebSocket on it). A larger
+//! `connection_window` raises the budget, at a cost in memory
+//! ([`Http2Settings`] gives the formula); [`ServerConnection`] has no such limit.
+//! `axum::serve` keeps hyper's own windows (1 MiB per stream and per connection, a
+//! 512 KiB budget): there one stalled WebSocket can hold the whole connection window,
+//! and some 2,100 empty messages into it end the connection. To serve an axum
+//! `Router` with [`Http2Settings::configure_hyper`], hand it to hyper's
+//! `http2::Builder` through `hyper_util::service::TowerToHyperService`.
 //!
 //! A refused request (wrong `:protocol` → 400, no `sec-websocket-version: 13` → 426,
 //! refused origin → 403, not CONNECT → 405) gets its status on its own stream; the

@@ -24,17 +24,28 @@
 /// at 50 ms); raise it for bulk transfers over long paths, and raise
 /// `connection_window` with it.
 ///
-/// **Small frames.** The h2 crate also bounds how many small DATA frames (under 256
-/// bytes) may wait unread in its queues, at about `connection_window` / 2 / 230 —
-/// some 36,000 with the defaults — and ends the connection beyond that (GOAWAY
-/// ENHANCE_YOUR_CALM): a defence against peers that send floods of tiny frames. The
+/// **Small frames.** The h2 crate also charges every DATA frame under 256 bytes that
+/// waits unread in its queues 256 − its length (its memory, roughly), against a
+/// budget of `connection_window` / 2 per connection, and ends the connection beyond
+/// that (GOAWAY ENHANCE_YOUR_CALM): a defence against floods of tiny frames. The
 /// [`H2Stream`](super::H2Stream)s of the client and of
 /// [`ServerConnection`](super::ServerConnection) take frames out of those queues as
-/// they arrive, so a slow reader there costs only its window. hyper's server streams
-/// leave them queued until the application reads, so a hyper or axum server whose
-/// WebSockets stop reading while peers send many tiny messages (some 5,000 per
-/// stalled stream with 128 KiB windows) can reach that bound and lose every
-/// WebSocket of the connection; `ServerConnection` cannot.
+/// they arrive, so a slow reader there costs only its window.
+///
+/// hyper's server (and so `upgrade_hyper` and the axum extractor) leaves them queued
+/// until the application reads, and hyper 1.12 does not let a server set h2's budget;
+/// the connection window is the knob. A WebSocket that stops reading holds at most
+/// `stream_window` / *f* frames, *f* ≥ 6 bytes being its client's smallest WebSocket
+/// frame: with the defaults at most 21,845 frames (5.2 MiB of the 8 MiB budget), so
+/// any **one** stalled WebSocket is safe, but several flooded with tiny messages add
+/// up — eight with 20-byte messages (26-byte frames, 9.3 MiB) end the connection and
+/// every WebSocket on it (`tests/http2_hyper_stall.rs`). To let *k* WebSockets stall,
+/// give hyper `connection_window` ≥ 2 × *k* × (`stream_window` / *f*) × (256 − *f*):
+/// about 83 × *k* × `stream_window` for the worst case, *f* = 6. That buys the
+/// tolerance with memory: unread payload stays bounded by the stream windows, the
+/// queued frames' bookkeeping by half the connection window. A smaller
+/// `stream_window` holds fewer frames per stream, at the cost of each stream's
+/// throughput. `ServerConnection` needs none of this.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Http2Settings {
     /// Initial flow-control window of every stream, in bytes: what a peer may send one
@@ -86,7 +97,8 @@ impl Http2Settings {
     /// Applies these settings to a hyper HTTP/2 server and turns on extended CONNECT
     /// (`SETTINGS_ENABLE_CONNECT_PROTOCOL`, RFC 8441 §3), without which browsers and
     /// [`Dialer`](crate::Dialer) cannot open WebSockets on the connection. Adaptive
-    /// windows are turned off, so the windows stay what is set here.
+    /// windows are turned off, so the windows stay what is set here. h2's budget for
+    /// unread small frames is half `connection_window` (see *Small frames* above).
     ///
     /// ```no_run
     /// # async fn run(tcp: tokio::net::TcpStream) {

@@ -199,8 +199,9 @@ impl<T: Eq + Hash + Clone> Hub<T> {
         Self::default()
     }
 
-    /// Subscribes a connection (a [`Conn`](crate::Conn) or a
-    /// [`WriteHalf`](crate::WriteHalf)) to `topic` until the returned
+    /// Subscribes a connection (a [`Conn`](crate::Conn), a
+    /// [`WriteHalf`](crate::WriteHalf) or a [`ControlHandle`](crate::ControlHandle))
+    /// to `topic` until the returned
     /// [`Subscription`] is dropped. A connection may hold several subscriptions, to
     /// the same topic too (it then gets each message once per subscription).
     ///
@@ -578,9 +579,37 @@ mod sealed {
     }
 }
 
-/// A connection that can subscribe to a [`Hub`]: an async [`Conn`](crate::Conn) or
-/// its [`WriteHalf`](crate::WriteHalf), over any transport that is `Send`.
+/// A connection that can subscribe to a [`Hub`]: an async [`Conn`](crate::Conn), its
+/// [`WriteHalf`](crate::WriteHalf), or a [`ControlHandle`](crate::ControlHandle) of
+/// either, over any transport that is `Send`.
+///
+/// A `ControlHandle` lets a task that does not own the connection subscribe it (a game
+/// room that seats a player, say). It does not know the write half's compression
+/// setting, so its subscriptions get every message uncompressed (which
+/// permessage-deflate allows message by message); subscribe the `Conn` or `WriteHalf`
+/// itself to share compressed frames.
 pub trait Subscriber: sealed::Sealed {}
+
+impl<S> sealed::Sealed for crate::ControlHandle<S>
+where
+    S: tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    fn target(&self) -> sealed::Target {
+        let framing = match self.shared.role {
+            crate::proto::Role::Client => Framing::Masked,
+            crate::proto::Role::Server => Framing::Plain,
+        };
+        sealed::Target {
+            outlet: self.shared.clone(),
+            framing,
+        }
+    }
+}
+
+impl<S> Subscriber for crate::ControlHandle<S> where
+    S: tokio::io::AsyncWrite + Unpin + Send + 'static
+{
+}
 
 impl<S> sealed::Sealed for crate::WriteHalf<S>
 where

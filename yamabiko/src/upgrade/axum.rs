@@ -37,7 +37,12 @@
 //! the same callback and [`HyperConn`]. A route must accept both methods —
 //! `any(handler)`, or `get(handler).connect(handler)` — because `get` alone does not
 //! route CONNECT. `axum::serve` enables extended CONNECT on its HTTP/2 connections
-//! (axum's `http2` feature).
+//! (axum's `http2` feature) but keeps hyper's default windows, under which one
+//! WebSocket that stops reading can stall or end its connection's others; serving the
+//! `Router` on hyper's `http2::Builder` with
+//! [`Http2Settings::configure_hyper`](crate::http2::Http2Settings::configure_hyper)
+//! (through `hyper_util::service::TowerToHyperService`) avoids that — see
+//! [`http2`](crate::http2) for what remains.
 //!
 //! ```no_run
 //! # use axum::{response::Response, routing::{any, get}, Router};

@@ -38,7 +38,11 @@
 //! data over when the connection reads it and return flow-control credit as they do;
 //! writes wait for send capacity (hyper 1.11 and later, the minimum this crate
 //! accepts). A peer's RST_STREAM(CANCEL) reads as the end of the stream (close code
-//! 1006); a reset with another reason as an [`Error::Io`].
+//! 1006); a reset with another reason as an [`Error::Io`]. Received frames wait in
+//! h2's queue until the application reads, which is why several WebSockets that stop
+//! reading while their client floods them with tiny messages can make h2 end the
+//! connection: [`Http2Settings`](crate::http2::Http2Settings) says when, and how
+//! to raise the limit.
 
 use crate::conn::{Config, Conn};
 use crate::error::{Error, Result};
