@@ -54,7 +54,7 @@ function startServer({ cert, key }) {
     ], {
       stdio: ["ignore", "pipe", "pipe"],
       // Connections (debug, in the https module) and WebSockets (info) are logged.
-      env: { ...process.env, RUST_LOG: "info,yamabiko::board::https=debug", NO_COLOR: "1" },
+      env: { ...process.env, RUST_LOG: "info,yamabiko_board::https=debug", NO_COLOR: "1" },
     });
     server = child;
     let out = "";

@@ -257,3 +257,108 @@ test("two tabs, live posts, literal text, restart and catch up", { timeout: 120_
   assert.deepEqual(errors, [], "no script errors in the pages");
   await killServer(server.child);
 });
+
+// The page against a scripted server (Playwright's WebSocket routing; the real server
+// only serves the page): after a live post that skipped one it never got, the page
+// resyncs from the last post of the unbroken run, not from the newest id it has seen;
+// a server that accepts and drops again gets ever slower retries (the backoff starts
+// over only after a connection stayed up); an open that fails is asked again.
+test("resync point, backoff until stable, reopen after an error", { timeout: 60_000 }, async () => {
+  const server = await startServer("127.0.0.1:0");
+  if (!browser) {
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      headless: true,
+      args: [
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+      ],
+    });
+  }
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(String(e)));
+
+  const post = (id, no) => ({ id, thread_id: 1, no, name: "n", body: `post ${no}`, created_at: 1767225600000 });
+  const summary = (count, last) => ({
+    id: 1, title: "scripted", post_count: count, last_post_id: last, last_post_at: 1767225600000,
+    created_at: 1767225600000, online: 1,
+  });
+  const thread = (posts, count, last) => JSON.stringify({
+    type: "thread", thread: summary(count, last), posts, has_older: false, has_newer: false,
+  });
+  const conns = [];
+  await context.routeWebSocket(/\/ws$/, (ws) => {
+    const c = { at: Date.now(), opens: [], posts: [] };
+    conns.push(c);
+    const n = conns.length;
+    ws.send(JSON.stringify({
+      type: "hello", server: "scripted",
+      limits: { name: 40, body: 2000, title: 100, posts: 5, per_seconds: 10 },
+    }));
+    ws.onMessage((text) => {
+      const msg = JSON.parse(text);
+      if (msg.type === "post") {
+        // The first try fails as when the database is down; the second is saved.
+        c.posts.push(msg);
+        ws.send(JSON.stringify(c.posts.length === 1
+          ? { type: "error", code: "internal", client_id: msg.client_id,
+            message: "the post could not be confirmed as saved: the database is unavailable" }
+          : { type: "ack", client_id: msg.client_id, post: { ...post(15, 6), body: msg.body } }));
+        return;
+      }
+      if (msg.type !== "open_thread") return;
+      c.opens.push(msg);
+      if (n === 1) {
+        // Posts 1–3, then post 5 live (4 never came), then the connection drops.
+        ws.send(thread([post(10, 1), post(11, 2), post(12, 3)], 3, 12));
+        ws.send(JSON.stringify({ type: "post", post: post(14, 5) }));
+        setTimeout(() => ws.close({ code: 1011, reason: "scripted drop" }), 100);
+      } else if (n === 2) {
+        ws.send(thread([post(13, 4), post(14, 5)], 5, 14));
+        setTimeout(() => ws.close({ code: 1011, reason: "scripted drop" }), 50);
+      } else if (n === 3) {
+        ws.close({ code: 1011, reason: "scripted drop" });
+      } else if (c.opens.length === 1) {
+        ws.send(JSON.stringify({ type: "error", code: "internal", message: "the database is down" }));
+      } else {
+        ws.send(thread([], 5, 14));
+      }
+    });
+  });
+
+  await page.goto(server.url + "/#/t/1");
+  await page.waitForFunction(() => document.querySelectorAll("#posts > li[data-no]").length === 5,
+    null, { timeout: TIMEOUT });
+  const deadline = Date.now() + 15_000;
+  while ((conns.length < 4 || conns[3].opens.length < 2) && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  assert.ok(conns.length >= 4, `four connections (got ${conns.length})`);
+  assert.equal(conns[0].opens[0].after, undefined, "the first open asks for the newest posts");
+  assert.equal(conns[1].opens[0].after, 12, "resync from post 3 (id 12), the end of the unbroken run");
+  assert.equal(conns[2].opens[0].after, 14, "then from post 5 once 4 is there");
+  const nos = (await postsOf(page)).map((p) => p.no);
+  assert.deepEqual(nos, [1, 2, 3, 4, 5], "every post once, in order");
+  // Delays: 0.25–0.5 s, 0.5–1 s, 1–2 s when the backoff is kept; a page that started
+  // over on every connect would wait 0.25–0.5 s each time.
+  const third = conns[3].at - conns[2].at;
+  assert.ok(third >= 900, `the third retry waited ${third} ms: the backoff was reset`);
+  assert.equal(conns[3].opens.length, 2, "a failed open is asked again on the same connection");
+
+  // A post the server could not confirm comes back into the form; sent again, it
+  // keeps its client_id (the server stores a client_id once: no double post).
+  await reply(page, "maybe saved, maybe not");
+  await page.waitForFunction(() => document.getElementById("r-error").textContent.includes("could not be confirmed"),
+    null, { timeout: TIMEOUT });
+  assert.equal(await page.inputValue("#r-body"), "maybe saved, maybe not", "the text is kept");
+  await page.click("#r-submit");
+  await waitForPost(page, "maybe saved, maybe not");
+  const sent = conns[3].posts;
+  assert.equal(sent.length, 2);
+  assert.equal(sent[1].client_id, sent[0].client_id, "the same client_id the second time");
+  assert.deepEqual(errors, [], "no script errors");
+  await context.close();
+  await killServer(server.child);
+});

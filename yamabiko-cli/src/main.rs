@@ -1,18 +1,17 @@
 //! The `yamabiko` command: programs built on the yamabiko library's public API.
 
 mod bench;
-mod board;
 mod connect;
 mod echo;
 mod echo_blocking;
 mod echo_broadcast;
 mod echo_http2;
 mod game;
-mod http2_server;
-mod limits;
-mod tls;
 
 use clap::{Parser, Subcommand};
+// The connection cap and shutdown signal live with the board, shared by every server here.
+use yamabiko_board::ServeArgs;
+use yamabiko_board::{http2_server, limits, tls};
 
 /// yamabiko — WebSocket toolkit.
 #[derive(Parser)]
@@ -29,7 +28,7 @@ enum Command {
     /// Connect to a WebSocket server: stdin lines out as text, messages received to stdout.
     Connect(connect::ConnectArgs),
     /// Run the realtime bulletin board (web page + WebSocket; SQLite, or PostgreSQL and Redis).
-    Serve(board::ServeArgs),
+    Serve(ServeArgs),
     /// Load an echo server: throughput, round-trip latency, every echo checked.
     Bench(bench::BenchArgs),
     /// Run 鬼ごっこ, the realtime multiplayer tag game (web page + WebSocket).
@@ -51,7 +50,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Echo(args) => echo::run(args),
         Command::Connect(args) => connect::run(args),
-        Command::Serve(args) => board::run(args),
+        Command::Serve(args) => yamabiko_board::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Game(args) => game::run(args),
         Command::GameBench(args) => game::bench(args),

@@ -218,6 +218,18 @@ impl Client {
         self.recv_type(kind).await.0
     }
 
+    /// Waits for the online count of `thread` to read `n` (counts are latest-wins:
+    /// intermediate ones may or may not come).
+    async fn expect_online(&mut self, thread: i64, n: u64) {
+        for _ in 0..100 {
+            let p = self.expect("presence").await;
+            if p["thread_id"].as_i64() == Some(thread) && p["online"].as_u64() == Some(n) {
+                return;
+            }
+        }
+        panic!("the online count of thread {thread} never read {n}");
+    }
+
     /// Collects messages until `quiet` passes without one.
     async fn drain(&mut self, quiet: Duration) -> Vec<Value> {
         let mut got = Vec::new();
@@ -329,15 +341,10 @@ async fn online_count_and_live_reordering() {
     let mut v1 = Client::connect(server.addr).await;
     let opened = v1.open(t1, None).await;
     assert_eq!(opened["thread"]["online"], 1);
-    let p = list.expect("presence").await;
-    assert_eq!(
-        (p["thread_id"].as_i64(), p["online"].as_u64()),
-        (Some(t1), Some(1))
-    );
+    list.expect_online(t1, 1).await;
     let mut v2 = Client::connect(server.addr).await;
     v2.open(t1, None).await;
-    let p = v1.expect("presence").await;
-    assert_eq!(p["online"], 2);
+    v1.expect_online(t1, 2).await;
 
     // A post in the older thread moves it to the top of every list.
     a.post(t1, "bump", "bump1").await;
@@ -347,8 +354,47 @@ async fn online_count_and_live_reordering() {
     assert_eq!(upd["thread"]["online"], 2);
 
     drop(v2);
-    let p = v1.expect("presence").await;
-    assert_eq!(p["online"], 1, "a closed tab leaves the count");
+    v1.expect_online(t1, 1).await; // a closed tab leaves the count
+}
+
+/// Defect 1 of issue 17: every join used to send the new count to every viewer of the
+/// thread, queued behind posts — 300 joins were 45,000 messages, viewers whose queue
+/// filled were closed as too slow, came back and set it off again. Counts are now
+/// latest-wins, at most four a second per thread: a join storm costs each viewer a few
+/// counts and nobody its connection.
+#[tokio::test]
+async fn a_join_storm_costs_each_viewer_a_few_counts_and_nobody_its_connection() {
+    let server = Server::start_with(&temp_db("joinstorm"), "127.0.0.1:0", &["--max-conns", "0"]);
+    let mut a = Client::connect(server.addr).await;
+    let (t, _) = a.new_thread("storm", "x", "storm0").await;
+    let mut watcher = Client::connect(server.addr).await;
+    watcher.open(t, None).await;
+    let started = std::time::Instant::now();
+    let addr = server.addr;
+    let joins = (0..300).map(|_| async move {
+        let mut c = Client::connect(addr).await;
+        c.open(t, None).await;
+        c
+    });
+    let mut viewers = futures_util::future::join_all(joins).await;
+    watcher.expect_online(t, 301).await;
+    // Settled: nothing more comes once the last count is out.
+    let rest = watcher.drain(Duration::from_millis(600)).await;
+    assert!(
+        rest.iter().all(|m| m["type"] != "presence"),
+        "counts after the last: {rest:?}"
+    );
+    // Everybody is still connected: a post reaches all 300, behind at most four
+    // counts a second (plus the edges) — not one per join.
+    let ack = a.post(t, "after the storm", "storm1").await;
+    let budget = (started.elapsed().as_secs_f64() * 4.0).ceil() as usize + 2;
+    for v in &mut viewers {
+        let (p, skipped) = v.recv_type("post").await;
+        assert_eq!(p["post"]["id"], ack["post"]["id"]);
+        let counts = skipped.iter().filter(|m| m["type"] == "presence").count();
+        assert!(counts <= budget, "{counts} counts (at most {budget})");
+    }
+    assert!(!server.log().contains("too slow"), "{}", server.log());
 }
 
 #[tokio::test]

@@ -8,11 +8,14 @@
 //!   one of which publishes, at a fixed `--rate` or with `--inflight` messages in
 //!   flight; every delivery is checked, timed and counted;
 //! * [`idle`] (`--idle N`): opens N idle connections and holds them, to measure a
-//!   server's memory per connection.
+//!   server's memory per connection;
+//! * [`board`] (`--board`): viewers and posters on the bulletin board
+//!   (`yamabiko serve`), speaking its protocol.
 //!
 //! Every phase is bounded in time: connecting (`--connect-timeout`), warm-up,
 //! measuring (`--duration`) and draining the last echoes (`--drain-timeout`).
 
+mod board;
 mod broadcast;
 mod echo;
 mod idle;
@@ -95,10 +98,29 @@ pub struct BenchArgs {
     /// connection each).
     #[arg(long, default_value_t = 1, value_name = "N", requires = "http2")]
     streams_per_conn: usize,
+    /// Load a `yamabiko serve` board (URL: ws://HOST/ws) with viewers and posters.
+    #[arg(long, conflicts_with_all = ["idle", "broadcast"])]
+    board: bool,
+    #[command(flatten)]
+    board_opts: board::BoardOpts,
 }
 
 /// Runs the load generator and prints its report.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.board {
+        let common = board::Common {
+            url: args.url.clone(),
+            duration: args.duration,
+            warmup: args.warmup,
+            json: args.json,
+            connect_timeout: args.connect_timeout,
+            drain_timeout: args.drain_timeout,
+            allow_remote: args.allow_remote,
+            threads: args.threads,
+            server_pid: args.server_pid,
+        };
+        return board::run(common, &args.board_opts);
+    }
     check_target(&args.url, args.allow_remote)?;
     if args.size == 0 && args.idle.is_none() {
         bail!("--size must be at least 1");
@@ -144,7 +166,7 @@ fn secs(name: &str, value: f64) -> anyhow::Result<Duration> {
 }
 
 /// Refuses targets outside loopback unless `allow_remote`.
-fn check_target(url: &str, allow_remote: bool) -> anyhow::Result<()> {
+pub(crate) fn check_target(url: &str, allow_remote: bool) -> anyhow::Result<()> {
     let uri: http::Uri = url.parse().context("bad URL")?;
     match uri.scheme_str() {
         Some("ws") | Some("wss") => {}

@@ -21,10 +21,8 @@ use yamabiko::{CloseCode, Message};
 pub enum Ending {
     /// The connection ended from the other side (close frame, end of stream, error).
     Closed,
-    /// No pong (nor anything else) arrived within the pong wait.
+    /// No pong (nor anything else) arrived within the pong wait of a keepalive ping.
     ReadTimeout,
-    /// A ping did not go out by the write deadline: the peer stopped reading.
-    WriteTimeout,
     /// The hub closed the client because it fell `max_queued` bytes behind.
     Dropped,
 }
@@ -42,8 +40,6 @@ pub struct Stats {
     pub closed: u64,
     /// See [`Ending::ReadTimeout`].
     pub read_timeouts: u64,
-    /// See [`Ending::WriteTimeout`].
-    pub write_timeouts: u64,
 }
 
 /// The room; cheap to clone (the clones share it).
@@ -78,7 +74,6 @@ impl Hub {
         let mut endings = self.endings.lock().unwrap_or_else(|e| e.into_inner());
         match ending {
             Ending::ReadTimeout => endings.read_timeouts += 1,
-            Ending::WriteTimeout => endings.write_timeouts += 1,
             Ending::Closed => endings.closed += 1,
             // Counted by the library hub.
             Ending::Dropped => {}

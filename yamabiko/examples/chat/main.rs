@@ -17,7 +17,7 @@ use hub::Hub;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use yamabiko::http::{header, Method, Response, StatusCode};
-use yamabiko::{is_websocket_upgrade, write_http_response, Upgrader};
+use yamabiko::{is_websocket_upgrade, write_http_response, Keepalive, Upgrader};
 
 /// The page, served at `/`.
 const HOME: &str = include_str!("home.html");
@@ -25,11 +25,11 @@ const HOME: &str = include_str!("home.html");
 /// The room's timing and limits (gorilla's constants).
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// Time allowed to write a message (or a ping) to the peer.
+    /// Time a close frame to a client dropped as too slow gets to go out.
     pub write_wait: Duration,
-    /// Time allowed to read the next pong (or anything) from the peer.
+    /// Time allowed, after a keepalive ping, to read the pong (or anything) from the peer.
     pub pong_wait: Duration,
-    /// How often pings go out; less than `pong_wait`.
+    /// How often keepalive pings go out.
     pub ping_period: Duration,
     /// Largest message a client may send; larger ones close its connection (1009).
     pub max_message_size: usize,
@@ -73,7 +73,9 @@ pub async fn serve(listener: TcpListener, hub: Hub, settings: Settings) -> std::
     let upgrader = Upgrader::new()
         .read_buffer_size(1024)
         .write_buffer_size(1024)
-        .max_message_size(settings.max_message_size);
+        .max_message_size(settings.max_message_size)
+        // The library pings and notices a silent peer: no hand-written ping loop.
+        .keepalive(Keepalive::new(settings.ping_period, settings.pong_wait));
     loop {
         let (tcp, _) = listener.accept().await?;
         let _ = tcp.set_nodelay(true);

@@ -210,3 +210,55 @@ async fn a_client_behind_its_queue_is_dropped_by_the_hub() {
     busy.write_text("after").await.unwrap();
     assert_eq!(read(&mut busy).await, Message::text("after"));
 }
+
+#[tokio::test]
+async fn a_client_that_never_answers_pings_is_dropped_by_the_keepalive() {
+    let settings = Settings {
+        ping_period: Duration::from_millis(200),
+        pong_wait: Duration::from_millis(300),
+        ..Settings::default()
+    };
+    let (addr, hub) = start(settings).await;
+    let url = format!("ws://{addr}/ws");
+    // Never reads, so never answers a ping (a client answers pings as it reads).
+    let (mut silent, _) = Dialer::new().dial(&url).await.unwrap();
+    // Reads all along: its reads answer every ping.
+    let (mut awake, _) = Dialer::new().dial(&url).await.unwrap();
+    let awake_reader = tokio::spawn(async move {
+        let got = timeout(WAIT, awake.read_message()).await;
+        (awake, got)
+    });
+    wait_for(&hub, |s| s.clients == 2).await;
+    let started = Instant::now();
+    let stats = wait_for(&hub, |s| s.read_timeouts == 1).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(stats.clients, 1, "{stats:?}");
+    // Several ping periods later the reading client is still in the room.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(hub.stats().clients, 1);
+    assert!(!awake_reader.is_finished(), "the awake client's read ended");
+    awake_reader.abort();
+    // What the silent client finds when it reads at last: pings, then close 1011 —
+    // or a broken pipe, if answering one of those pings finds the socket gone first.
+    let end = loop {
+        match timeout(WAIT, silent.read_message()).await.expect("the end") {
+            Ok(m) => panic!("a message: {m:?}"),
+            Err(e) => break e,
+        }
+    };
+    match end {
+        Error::Closed(frame) => assert_eq!(frame.code, CloseCode::INTERNAL_ERROR),
+        Error::Io(e) => assert!(
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            ),
+            "{e:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
+}

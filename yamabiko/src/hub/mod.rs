@@ -216,7 +216,13 @@ impl<T: Eq + Hash + Clone> Hub<T> {
         let target = connection.target();
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let mut topics = lock(&self.shared.topics);
-        let t = topics.entry(topic.clone()).or_default();
+        // Room for one subscriber at first: a topic per connection (its replies) is
+        // common, and a slab's first growth would make room for four.
+        let t = topics.entry(topic.clone()).or_insert_with(|| {
+            Arc::new(Topic {
+                subscribers: Mutex::new(Slab::with_capacity(1)),
+            })
+        });
         let slot = lock(&t.subscribers).insert(Entry {
             id,
             outlet: target.outlet,

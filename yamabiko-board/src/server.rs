@@ -11,7 +11,7 @@
 //! waits for input (see [`yamabiko::hub`]); a connection that falls
 //! [`super::hub::MAX_QUEUED_BYTES`] behind is closed with 1008.
 
-use super::hub::{prepare, BoardEvent, ClientId, FanOut, Hub, Topic, View};
+use super::hub::{prepare, BoardEvent, ClientId, FanOut, Hub, Opened, Topic, View, Watching};
 use super::order::Ordered;
 use super::protocol::{
     parse_client, ClientMsg, ErrorCode, Limits, ProtocolFault, ServerMsg, MAX_BODY_CHARS,
@@ -69,10 +69,16 @@ pub const POST_WINDOW: Duration = Duration::from_secs(10);
 pub const MESSAGES_PER_WINDOW: usize = 100;
 /// Threads in the list.
 pub const THREAD_LIST_LEN: usize = 100;
+/// Longest wait for storage: past it, the page is told the database is unavailable
+/// (a post's outcome is then unknown, and a resend with its client id is stored once).
+pub const STORE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Reads of an opening, at most, when posts keep overflowing the hold
+/// ([`super::hub::HOLD_MAX`]); then the connection is closed with 1013.
+const OPEN_ATTEMPTS: usize = 3;
 
-const INDEX_HTML: &str = include_str!("../../assets/index.html");
-const APP_JS: &str = include_str!("../../assets/app.js");
-const STYLE_CSS: &str = include_str!("../../assets/style.css");
+const INDEX_HTML: &str = include_str!("../assets/index.html");
+const APP_JS: &str = include_str!("../assets/app.js");
+const STYLE_CSS: &str = include_str!("../assets/style.css");
 
 /// The board: storage, fan-out and this server's connections.
 pub struct Board {
@@ -131,12 +137,13 @@ pub async fn serve(
     limit: crate::limits::ConnLimit,
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) -> std::io::Result<()> {
-    let upgrader = upgrader(&board.timing);
+    let upgrader = Arc::new(upgrader(&board.timing));
     let tracker = tokio_util::task::TaskTracker::new();
     while let Some((tcp, peer, permit)) =
         crate::limits::accept_admitted(&listener, &limit, &shutdown).await
     {
         let board = board.clone();
+        // Shared: a connection's task then holds a pointer, not a copy of the settings.
         let upgrader = upgrader.clone();
         let shutdown = shutdown.clone();
         match &tls {
@@ -157,7 +164,14 @@ pub async fn serve(
     }
     drop(listener);
     tracker.close();
-    tracing::info!(connections = board.hub.len(), "shutting down");
+    let stats = board.hub.stats();
+    tracing::info!(
+        connections = board.hub.len(),
+        delivered = stats.delivered,
+        dropped_counts = stats.dropped,
+        closed_slow = stats.closed_slow,
+        "shutting down"
+    );
     if tokio::time::timeout(Duration::from_secs(3), tracker.wait())
         .await
         .is_err()
@@ -179,40 +193,65 @@ pub(super) fn upgrader(timing: &Timing) -> Upgrader {
 /// One HTTP/1.1 connection (plain or TLS): a page asset, or the WebSocket.
 pub(super) async fn handle_tcp<S>(
     board: Arc<Board>,
-    upgrader: Upgrader,
-    mut tcp: S,
+    upgrader: Arc<Upgrader>,
+    tcp: S,
     peer: SocketAddr,
     shutdown: CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // The handshake runs in its own (boxed) future, freed once it is done: a
+    // connection's task is then only as large as the connection's own state.
+    let upgraded = Box::pin(read_and_upgrade(&board, &upgrader, tcp, peer, &shutdown)).await;
+    drop(upgrader);
+    if let Some((conn, id, version, span)) = upgraded {
+        run_client(board, conn, id, shutdown, version)
+            .instrument(span)
+            .await;
+    }
+}
+
+/// Reads the request: answers plain HTTP (`None`), or upgrades `/ws` and returns the
+/// WebSocket connection with its number, HTTP version and log span.
+async fn read_and_upgrade<S>(
+    board: &Board,
+    upgrader: &Upgrader,
+    mut tcp: S,
+    peer: SocketAddr,
+    shutdown: &CancellationToken,
+) -> Option<(yamabiko::Conn<S>, ClientId, http::Version, tracing::Span)>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let read = tokio::select! {
-        _ = shutdown.cancelled() => return,
+        _ = shutdown.cancelled() => return None,
         r = upgrader.read_request(&mut tcp) => r,
     };
     let (request, leftover) = match read {
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(%peer, error = %e, "bad or no request");
-            return;
+            return None;
         }
     };
     if request.uri().path() != "/ws" {
         serve_http(&mut tcp, &request).await;
-        return;
+        return None;
     }
     let conn = match upgrader.upgrade_request(tcp, &request, leftover).await {
         Ok(c) => c,
         Err(e) => {
             tracing::info!(%peer, error = %e, "websocket handshake refused");
-            return;
+            return None;
         }
     };
     let id = board.next_client();
-    let span = tracing::info_span!("client", id, %peer);
-    run_client(board, conn, id, shutdown, request.version())
-        .instrument(span)
-        .await;
+    Some((
+        conn,
+        id,
+        request.version(),
+        tracing::info_span!("client", id, %peer),
+    ))
 }
 
 /// An embedded asset (or the error) for a plain HTTP request: status line text,
@@ -310,7 +349,8 @@ pub(super) async fn run_client<S>(
         board: board.clone(),
         id,
         write,
-        view: None,
+        view: Watching::default(),
+        close: None,
         _own: own,
         posts: SlidingWindow::new(POSTS_PER_WINDOW, POST_WINDOW),
         messages: SlidingWindow::new(MESSAGES_PER_WINDOW, POST_WINDOW),
@@ -361,7 +401,12 @@ where
         };
         match result {
             Ok(Message::Text(text)) => {
-                client.handle(text.as_str()).await;
+                // Boxed: the handler's state (storage calls, a post's strings) exists
+                // only while a message is handled, not in every idle connection's task.
+                Box::pin(client.handle(text.as_str())).await;
+                if let Some(close) = client.close {
+                    return Some(close);
+                }
             }
             Ok(Message::Binary(_)) => {
                 client.fault(ProtocolFault::new(
@@ -402,12 +447,27 @@ struct ClientState<S> {
     board: Arc<Board>,
     id: ClientId,
     write: WriteHalf<S>,
-    /// The subscription to what the connection views.
-    view: Option<Subscription<Topic>>,
+    /// The subscriptions to what the connection views.
+    view: Watching,
+    /// Set when the connection is to be closed with this code and reason.
+    close: Option<(CloseCode, &'static str)>,
     /// The subscription to the connection's own topic (replies).
     _own: Subscription<Topic>,
     posts: SlidingWindow,
     messages: SlidingWindow,
+}
+
+/// A storage call bounded by [`STORE_TIMEOUT`]: no page waits longer for an answer.
+async fn within<T>(
+    call: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(STORE_TIMEOUT, call).await {
+        Ok(r) => r,
+        Err(_) => Err(StoreError::Backend(format!(
+            "no answer from the database within {} s",
+            STORE_TIMEOUT.as_secs()
+        ))),
+    }
 }
 
 fn now_ms() -> i64 {
@@ -430,8 +490,8 @@ where
     /// Views something else: subscribes to it (before the caller reads storage, so
     /// that nothing committed in between is missed) and leaves the old view.
     fn watch(&mut self, view: View) {
-        if let Some(subscription) = self.board.hub.set_view(self.id, view, &self.write) {
-            self.view = subscription;
+        if let Some(watching) = self.board.hub.set_view(self.id, view, &self.write) {
+            self.view = watching;
         }
     }
 
@@ -449,9 +509,14 @@ where
                 ErrorCode::Internal
             }
         };
-        let message = match e {
-            StoreError::Backend(_) => "the server could not save or load that; try again".into(),
-            other => other.to_string(),
+        let message = match (e, &client_id) {
+            (StoreError::Backend(_), Some(_)) => "the post could not be confirmed as saved: the \
+                database is unavailable. Send it again in a moment (it will not appear twice)"
+                .into(),
+            (StoreError::Backend(_), None) => {
+                "the server could not load that: the database is unavailable; try again".into()
+            }
+            (other, _) => other.to_string(),
         };
         self.fault(ProtocolFault {
             code,
@@ -510,7 +575,7 @@ where
         // Watch first, then read: a post committed in between arrives twice at worst
         // (the page keeps the newest summary), never not at all.
         self.watch(View::List);
-        match self.board.store.list_threads(THREAD_LIST_LEN).await {
+        match within(self.board.store.list_threads(THREAD_LIST_LEN)).await {
             Ok(mut threads) => {
                 self.board.hub.fill_online(&mut threads);
                 self.reply(&ServerMsg::Threads { threads });
@@ -520,7 +585,7 @@ where
     }
 
     async fn open_thread(&mut self, thread_id: i64, after: Option<i64>) {
-        let before = match self.board.store.thread(thread_id).await {
+        let before = match within(self.board.store.thread(thread_id)).await {
             Ok(Some(t)) => t,
             Ok(None) => {
                 self.watch(View::Nothing);
@@ -528,47 +593,88 @@ where
             }
             Err(e) => return self.store_fault(e, None),
         };
-        // Watch first, then read (the page drops posts it already has, by id). Live
-        // posts count from a point no later than the page: every post after it is
-        // either in the page or delivered (in order) afterwards.
+        // Watch first, then read. From here on the thread's posts are held for this
+        // connection until its reply is queued (`Hub::finish_open`), then the ones the
+        // reply lacks follow it and the connection goes live: no live post reaches the
+        // page before the reply, and none is lost or sent twice. Live posts count from
+        // a point no later than the page (`Ordered::watching`).
         self.watch(View::Thread(thread_id));
         self.board.ordered.watching(&before).await;
-        let store = &self.board.store;
-        let page = match after {
-            Some(after) => store.posts_after(thread_id, after, RESYNC_PAGE_SIZE).await,
-            None => store.latest_posts(thread_id, PAGE_SIZE).await,
-        };
-        let page = match page {
-            Ok(p) => p,
-            Err(e) => return self.store_fault(e, None),
-        };
-        let thread = match store.thread(thread_id).await {
-            Ok(Some(mut t)) => {
-                t.online = self.board.hub.online(thread_id);
-                t
+        for _ in 0..OPEN_ATTEMPTS {
+            let store = &self.board.store;
+            let page = match after {
+                Some(after) => within(store.posts_after(thread_id, after, RESYNC_PAGE_SIZE)).await,
+                None => within(store.latest_posts(thread_id, PAGE_SIZE)).await,
+            };
+            let page = match page {
+                Ok(p) => p,
+                Err(e) => return self.open_failed(e),
+            };
+            let thread = match within(store.thread(thread_id)).await {
+                Ok(Some(mut t)) => {
+                    t.online = self.board.hub.online(thread_id);
+                    t
+                }
+                Ok(None) => return self.open_failed(StoreError::ThreadNotFound(thread_id)),
+                Err(e) => return self.open_failed(e),
+            };
+            let (has_older, has_newer) = match after {
+                Some(_) => (false, page.more),
+                None => (page.more, false),
+            };
+            // The reply holds every post of the thread up to its last one (and those
+            // up to `before`, committed before the read); with `has_newer` the page
+            // asks again and the opening goes on. Posts up to there that this server
+            // has not delivered yet go out now, so none comes again after the reply.
+            let floor = match has_newer {
+                true => None,
+                false => {
+                    let last = page.posts.last().map_or(0, |p| p.no);
+                    let floor = last.max(before.post_count);
+                    if !self.board.ordered.caught_up(&before, floor).await {
+                        tracing::debug!(thread = thread_id, "opening before catching up");
+                    }
+                    Some(floor)
+                }
+            };
+            let reply = prepare(&ServerMsg::Thread {
+                thread,
+                posts: page.posts,
+                has_older,
+                has_newer,
+            });
+            let opened = self.board.hub.finish_open(
+                self.id,
+                thread_id,
+                floor,
+                &reply,
+                &self.write,
+                &mut self.view,
+            );
+            if opened != Opened::Overflowed {
+                return;
             }
-            Ok(None) => return self.store_fault(StoreError::ThreadNotFound(thread_id), None),
-            Err(e) => return self.store_fault(e, None),
-        };
-        let (has_older, has_newer) = match after {
-            Some(_) => (false, page.more),
-            None => (page.more, false),
-        };
-        self.reply(&ServerMsg::Thread {
-            thread,
-            posts: page.posts,
-            has_older,
-            has_newer,
-        });
+            tracing::debug!(
+                thread = thread_id,
+                "posts overflowed the hold while opening; reading again"
+            );
+        }
+        tracing::warn!(
+            thread = thread_id,
+            "could not open a thread under a flood of posts (close 1013)"
+        );
+        self.close = Some((CloseCode::TRY_AGAIN_LATER, "busy: reconnect and resync"));
+    }
+
+    /// The reads of an opening failed: the connection views nothing (the page asks
+    /// again) and is told why.
+    fn open_failed(&mut self, e: StoreError) {
+        self.watch(View::Nothing);
+        self.store_fault(e, None);
     }
 
     async fn older(&mut self, thread_id: i64, before: i64, limit: usize) {
-        match self
-            .board
-            .store
-            .posts_before(thread_id, before, limit)
-            .await
-        {
+        match within(self.board.store.posts_before(thread_id, before, limit)).await {
             Ok(page) => self.reply(&ServerMsg::OlderPosts {
                 thread_id,
                 posts: page.posts,
@@ -608,8 +714,8 @@ where
         };
         let board = self.board.clone();
         let result = match (thread_id, title) {
-            (Some(t), _) => board.store.create_post(t, new).await,
-            (None, Some(title)) => board.store.create_thread(title, new).await,
+            (Some(t), _) => within(board.store.create_post(t, new)).await,
+            (None, Some(title)) => within(board.store.create_thread(title, new)).await,
             (None, None) => return,
         };
         let committed = match result {
@@ -648,5 +754,217 @@ where
             post: committed.post,
             thread: thread_id.is_none().then_some(thread),
         });
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::SingleServer;
+    use crate::protocol::ThreadView;
+    use crate::sqlite::SqliteStore;
+    use crate::store::{Committed, Page, StoreResult};
+    use tokio::sync::Notify;
+
+    /// SQLite whose page reads (`latest_posts`, `posts_after`) stop half-way — after
+    /// reading when `after_read`, else before — until released: a post can be
+    /// committed and delivered while an opening reads its page.
+    struct Gated {
+        inner: SqliteStore,
+        after_read: bool,
+        entered: Notify,
+        release: Notify,
+    }
+
+    impl Gated {
+        fn gate<'a>(
+            &'a self,
+            read: BoxFuture<'a, StoreResult<Page>>,
+        ) -> BoxFuture<'a, StoreResult<Page>> {
+            Box::pin(async move {
+                if self.after_read {
+                    let page = read.await;
+                    self.entered.notify_one();
+                    self.release.notified().await;
+                    page
+                } else {
+                    self.entered.notify_one();
+                    self.release.notified().await;
+                    read.await
+                }
+            })
+        }
+    }
+
+    use crate::store::BoxFuture;
+
+    impl Storage for Gated {
+        fn list_threads(&self, limit: usize) -> BoxFuture<'_, StoreResult<Vec<ThreadView>>> {
+            self.inner.list_threads(limit)
+        }
+        fn thread(&self, id: i64) -> BoxFuture<'_, StoreResult<Option<ThreadView>>> {
+            self.inner.thread(id)
+        }
+        fn latest_posts(&self, thread_id: i64, limit: usize) -> BoxFuture<'_, StoreResult<Page>> {
+            self.gate(self.inner.latest_posts(thread_id, limit))
+        }
+        fn posts_after(
+            &self,
+            thread_id: i64,
+            after: i64,
+            limit: usize,
+        ) -> BoxFuture<'_, StoreResult<Page>> {
+            self.gate(self.inner.posts_after(thread_id, after, limit))
+        }
+        fn posts_before(
+            &self,
+            thread_id: i64,
+            before: i64,
+            limit: usize,
+        ) -> BoxFuture<'_, StoreResult<Page>> {
+            self.inner.posts_before(thread_id, before, limit)
+        }
+        fn create_post(
+            &self,
+            thread_id: i64,
+            post: NewPost,
+        ) -> BoxFuture<'_, StoreResult<Committed>> {
+            self.inner.create_post(thread_id, post)
+        }
+        fn create_thread(
+            &self,
+            title: String,
+            post: NewPost,
+        ) -> BoxFuture<'_, StoreResult<Committed>> {
+            self.inner.create_thread(title, post)
+        }
+    }
+
+    fn new_post(i: usize) -> NewPost {
+        NewPost {
+            name: "n".into(),
+            body: format!("b{i}"),
+            client_id: format!("c{i}"),
+            created_at: 1,
+        }
+    }
+
+    /// Opens a thread (fresh, or resyncing `after` its first post) while another
+    /// connection's post is committed and delivered during the page read; returns
+    /// what the opening connection was sent, in order: "thread [ids]" or "post id".
+    async fn open_during_a_post(after_read: bool, resync: bool) -> (Vec<String>, i64) {
+        let dir = std::env::temp_dir().join(format!(
+            "yamabiko-open-race-{}-{after_read}-{resync}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let inner = SqliteStore::open(&dir.join("b.db")).unwrap();
+        let first = inner.create_thread("t".into(), new_post(0)).await.unwrap();
+        let t = first.thread.id;
+        let gated = Arc::new(Gated {
+            inner: inner.clone(),
+            after_read,
+            entered: Notify::new(),
+            release: Notify::new(),
+        });
+        let store: Arc<dyn Storage> = gated.clone();
+        let hub = Arc::new(Hub::new(Duration::from_secs(1)));
+        let ordered = Arc::new(Ordered::new(store.clone(), hub.clone()));
+        let board = Arc::new(Board::new(
+            store,
+            Arc::new(SingleServer),
+            hub.clone(),
+            ordered.clone(),
+            Timing::default(),
+        ));
+        // A server connection over loopback TCP, and the page's end.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dialing = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
+        let (accepted, dialed) = tokio::join!(listener.accept(), dialing);
+        let config = yamabiko::Config::default();
+        let server = yamabiko::Conn::from_raw(
+            accepted.unwrap().0,
+            yamabiko::Role::Server,
+            &config,
+            Default::default(),
+        );
+        let mut page = yamabiko::Conn::from_raw(
+            dialed.unwrap(),
+            yamabiko::Role::Client,
+            &config,
+            Default::default(),
+        );
+        let (mut read, write) = server.split();
+        tokio::spawn(async move { while read.read_message().await.is_ok() {} });
+        let own = hub.register(1, &write);
+        let mut client = ClientState {
+            board,
+            id: 1,
+            write,
+            view: Watching::default(),
+            close: None,
+            _own: own,
+            posts: SlidingWindow::new(POSTS_PER_WINDOW, POST_WINDOW),
+            messages: SlidingWindow::new(MESSAGES_PER_WINDOW, POST_WINDOW),
+        };
+        let after = resync.then_some(first.post.id);
+        let opening = tokio::spawn(async move {
+            client.open_thread(t, after).await;
+            client
+        });
+        gated.entered.notified().await;
+        // Another connection posts now: committed, then delivered to this server.
+        let c = inner.create_post(t, new_post(1)).await.unwrap();
+        ordered.deliver(c.post.clone(), c.thread.clone()).await;
+        gated.release.notify_one();
+        let client = opening.await.unwrap();
+        let mut received = Vec::new();
+        let wait = Duration::from_millis(200);
+        while let Ok(Ok(m)) = tokio::time::timeout(wait, page.read_message()).await {
+            received.push(m);
+        }
+        drop(client);
+        let sent = received
+            .iter()
+            .filter_map(|m| {
+                let v: serde_json::Value = serde_json::from_slice(m.as_bytes()).unwrap();
+                match v["type"].as_str().unwrap() {
+                    "thread" => Some(format!(
+                        "thread {:?}",
+                        v["posts"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|p| p["id"].as_i64().unwrap())
+                            .collect::<Vec<_>>()
+                    )),
+                    "post" => Some(format!("post {}", v["post"]["id"])),
+                    _ => None,
+                }
+            })
+            .collect();
+        let _ = std::fs::remove_dir_all(&dir);
+        (sent, c.post.id)
+    }
+
+    /// Defect 2 of issue 17: a live post used to reach the page before the reply to its
+    /// `open_thread` when it was committed during the page read. Now the reply comes
+    /// first, and the post is in it or right after it — once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_live_post_before_the_thread_reply_and_none_twice() {
+        // Committed before the read: in the page, and not sent again.
+        let (sent, id) = open_during_a_post(false, false).await;
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert!(sent[0].starts_with("thread") && sent[0].contains(&id.to_string()));
+        // Committed after the read: the reply first, then the post.
+        let (sent, id) = open_during_a_post(true, false).await;
+        assert_eq!(sent.len(), 2, "{sent:?}");
+        assert!(sent[0].starts_with("thread") && !sent[0].contains(&id.to_string()));
+        assert_eq!(sent[1], format!("post {id}"));
+        // The same for a resync (`after`).
+        let (sent, id) = open_during_a_post(true, true).await;
+        assert_eq!(sent, ["thread []".to_string(), format!("post {id}")]);
+        let (sent, id) = open_during_a_post(false, true).await;
+        assert_eq!(sent, [format!("thread [{id}]")]);
     }
 }

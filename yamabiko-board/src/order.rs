@@ -10,8 +10,11 @@
 //!
 //! * `no` already delivered → dropped (a repeat);
 //! * the next `no` → delivered;
-//! * a jump → the posts in between are read from storage (they are committed: a
-//!   later post of the same thread is) and delivered first.
+//! * a jump → the posts in between are committed (a later post of the same thread
+//!   is). Usually they are on their way: posts committed together (a group commit)
+//!   reach here in whatever order their tasks wake. So the post waits, up to
+//!   [`GAP_GRACE`], for the gap to close by itself; what is still missing then is read
+//!   from storage and delivered first.
 //!
 //! [`Ordered::catch_up`] does the same read for every watched thread after the broker
 //! connection comes back. Threads nobody views here are not tracked; a page opening
@@ -24,6 +27,12 @@ use super::protocol::{PostView, ThreadView, RESYNC_PAGE_SIZE};
 use super::store::Storage;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// How long a post after a gap waits for the posts in between before they are read
+/// from storage.
+pub const GAP_GRACE: Duration = Duration::from_millis(50);
 
 /// The last post delivered in a thread.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,6 +48,8 @@ pub struct Ordered {
     /// Per watched thread, the last post delivered. The async lock also makes
     /// deliveries one at a time.
     marks: tokio::sync::Mutex<HashMap<i64, Mark>>,
+    /// Told whenever a mark moves (posts waiting after a gap look again).
+    advanced: Notify,
 }
 
 impl Ordered {
@@ -48,6 +59,7 @@ impl Ordered {
             store,
             hub,
             marks: tokio::sync::Mutex::new(HashMap::new()),
+            advanced: Notify::new(),
         }
     }
 
@@ -60,10 +72,51 @@ impl Ordered {
         });
     }
 
+    /// An opening's reply holds every post of `thread` up to number `no`: delivers
+    /// (from storage) those of them not delivered yet, so that none of them is
+    /// delivered after the opening goes live. Returns whether every post up to `no`
+    /// is delivered (a storage error or a very long gap can leave some, which may
+    /// then reach the page twice; the page keeps one of each).
+    pub async fn caught_up(&self, thread: &ThreadView, no: i64) -> bool {
+        let mut marks = self.marks.lock().await;
+        // Tracked since `watching` (a thread stops being tracked only when nobody here
+        // views it, and the opening connection does).
+        let Some(mark) = marks.get(&thread.id).copied() else {
+            return false;
+        };
+        if mark.no >= no {
+            return true;
+        }
+        let new = self
+            .fill(thread.id, mark, no.saturating_add(1), thread)
+            .await;
+        marks.insert(thread.id, new);
+        self.advanced.notify_waiters();
+        new.no >= no
+    }
+
     /// Delivers a committed post (and its thread's summary) in order.
     pub async fn deliver(&self, post: PostView, thread: ThreadView) {
-        let mut marks = self.marks.lock().await;
+        let deadline = tokio::time::Instant::now() + GAP_GRACE;
         let thread_id = post.thread_id;
+        let mut marks = loop {
+            let marks = self.marks.lock().await;
+            let Some(mark) = marks.get(&thread_id) else {
+                break marks;
+            };
+            if post.no <= mark.no.saturating_add(1)
+                || tokio::time::Instant::now() >= deadline
+                || self.hub.local_online(thread_id) == 0
+            {
+                break marks;
+            }
+            // A gap: wait (without the lock) for the posts in between to come.
+            let advanced = self.advanced.notified();
+            tokio::pin!(advanced);
+            advanced.as_mut().enable();
+            drop(marks);
+            let _ = tokio::time::timeout_at(deadline, advanced).await;
+        };
         if self.hub.local_online(thread_id) == 0 {
             // Nobody here views the thread: only the thread list cares.
             marks.remove(&thread_id);
@@ -96,6 +149,7 @@ impl Ordered {
             self.hub.deliver(&BoardEvent::Posted { post, thread });
         }
         marks.insert(thread_id, mark);
+        self.advanced.notify_waiters();
     }
 
     /// Reads and delivers the posts after `mark` and before number `until` (all of
@@ -159,16 +213,17 @@ impl Ordered {
             let new = self.fill(thread_id, mark, i64::MAX, &summary).await;
             marks.insert(thread_id, new);
         }
+        self.advanced.notify_waiters();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::board::hub::testing::{client, TestClient};
-    use crate::board::hub::View;
-    use crate::board::sqlite::SqliteStore;
-    use crate::board::store::NewPost;
+    use crate::hub::testing::{client, TestClient};
+    use crate::hub::View;
+    use crate::sqlite::SqliteStore;
+    use crate::store::NewPost;
 
     fn new_post(i: usize) -> NewPost {
         NewPost {
@@ -203,6 +258,8 @@ mod tests {
         let mut page = client(&hub, 1, 1 << 16);
         page.view(&hub, View::Thread(t));
         ordered.watching(&first.thread).await;
+        page.finish(&hub, t, Some(first.post.no));
+        page.messages().await;
 
         let mut posts = Vec::new();
         for i in 1..=5 {
@@ -230,5 +287,110 @@ mod tests {
         assert!(ordered.marks.lock().await.is_empty());
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Posts committed together reach `deliver` in any order (their tasks wake in any
+    /// order): a post after a gap waits for the ones in between instead of reading
+    /// them from storage.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn posts_arriving_out_of_order_wait_for_each_other_without_reading_storage() {
+        let dir = std::env::temp_dir().join(format!("yamabiko-order-grace-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("order.db");
+        let _ = std::fs::remove_file(&path);
+        let sqlite = SqliteStore::open(&path).unwrap();
+        let reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let store = Arc::new(Counting {
+            inner: sqlite.clone(),
+            reads: reads.clone(),
+        });
+        let hub = Arc::new(Hub::new(std::time::Duration::from_secs(1)));
+        let ordered = Arc::new(Ordered::new(store.clone(), hub.clone()));
+        let first = sqlite.create_thread("t".into(), new_post(0)).await.unwrap();
+        let t = first.thread.id;
+        let mut page = client(&hub, 1, 1 << 16);
+        page.view(&hub, View::Thread(t));
+        ordered.watching(&first.thread).await;
+        page.finish(&hub, t, Some(first.post.no));
+        page.messages().await;
+        let mut posts = Vec::new();
+        for i in 1..=4 {
+            posts.push(sqlite.create_post(t, new_post(i)).await.unwrap());
+        }
+        // 4, 3 and 2 arrive before 1.
+        let mut waiting = Vec::new();
+        for c in posts.iter().skip(1).rev() {
+            let (o, p, th) = (ordered.clone(), c.post.clone(), c.thread.clone());
+            waiting.push(tokio::spawn(async move { o.deliver(p, th).await }));
+            tokio::task::yield_now().await;
+        }
+        ordered
+            .deliver(posts[0].post.clone(), posts[0].thread.clone())
+            .await;
+        for w in waiting {
+            w.await.unwrap();
+        }
+        let ids: Vec<i64> = posts.iter().map(|c| c.post.id).collect();
+        assert_eq!(received(&mut page).await, ids);
+        assert_eq!(
+            reads.load(std::sync::atomic::Ordering::Relaxed),
+            0,
+            "no storage read"
+        );
+        drop(ordered);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// SQLite, counting the reads `Ordered` makes to fill gaps.
+    struct Counting {
+        inner: SqliteStore,
+        reads: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    use crate::protocol::ThreadView;
+    use crate::store::{BoxFuture, Committed, Page, StoreResult};
+
+    impl Storage for Counting {
+        fn list_threads(&self, limit: usize) -> BoxFuture<'_, StoreResult<Vec<ThreadView>>> {
+            self.inner.list_threads(limit)
+        }
+        fn thread(&self, id: i64) -> BoxFuture<'_, StoreResult<Option<ThreadView>>> {
+            self.inner.thread(id)
+        }
+        fn latest_posts(&self, thread_id: i64, limit: usize) -> BoxFuture<'_, StoreResult<Page>> {
+            self.inner.latest_posts(thread_id, limit)
+        }
+        fn posts_after(
+            &self,
+            thread_id: i64,
+            after: i64,
+            limit: usize,
+        ) -> BoxFuture<'_, StoreResult<Page>> {
+            self.reads
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.inner.posts_after(thread_id, after, limit)
+        }
+        fn posts_before(
+            &self,
+            thread_id: i64,
+            before: i64,
+            limit: usize,
+        ) -> BoxFuture<'_, StoreResult<Page>> {
+            self.inner.posts_before(thread_id, before, limit)
+        }
+        fn create_post(
+            &self,
+            thread_id: i64,
+            post: NewPost,
+        ) -> BoxFuture<'_, StoreResult<Committed>> {
+            self.inner.create_post(thread_id, post)
+        }
+        fn create_thread(
+            &self,
+            title: String,
+            post: NewPost,
+        ) -> BoxFuture<'_, StoreResult<Committed>> {
+            self.inner.create_thread(title, post)
+        }
     }
 }

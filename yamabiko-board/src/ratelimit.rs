@@ -12,12 +12,13 @@ pub struct SlidingWindow {
 }
 
 impl SlidingWindow {
-    /// A limiter allowing `max` events per `window`.
+    /// A limiter allowing `max` events per `window`. It holds nothing until the first
+    /// event (an idle connection costs no buffer), then at most `max` instants.
     pub fn new(max: usize, window: Duration) -> Self {
         SlidingWindow {
             max: max.max(1),
             window,
-            events: VecDeque::with_capacity(max.max(1)),
+            events: VecDeque::new(),
         }
     }
 

@@ -30,7 +30,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 pub async fn handle_tls(
     acceptor: TlsAcceptor,
     board: Arc<Board>,
-    upgrader: Upgrader,
+    upgrader: Arc<Upgrader>,
     tcp: TcpStream,
     peer: SocketAddr,
     shutdown: CancellationToken,

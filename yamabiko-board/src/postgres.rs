@@ -470,7 +470,7 @@ impl Storage for PgStore {
 }
 
 /// Against a real server: `YAMABIKO_TEST_POSTGRES=postgres://… cargo test -p
-/// yamabiko-cli --features multi-instance-tests --bin yamabiko postgres`. Missing the
+/// yamabiko-board --features multi-instance-tests postgres`. Missing the
 /// variable is a failure, not a skip.
 #[cfg(all(test, feature = "multi-instance-tests"))]
 mod tests {
@@ -505,7 +505,7 @@ mod tests {
         let store = PgStore::connect(&url()).await.unwrap();
         // Migrating again is a no-op.
         assert_eq!(store.migrate().await.unwrap(), MIGRATIONS.len());
-        crate::board::store::tests::behaves_like_a_store(&store, &tag()).await;
+        crate::store::tests::behaves_like_a_store(&store, &tag()).await;
     }
 
     /// Two stores (two servers' pools) writing one thread at once: numbers without

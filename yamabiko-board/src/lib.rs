@@ -1,6 +1,8 @@
-//! `yamabiko serve`: the realtime bulletin board (掲示板).
+//! The realtime bulletin board (掲示板) of `yamabiko serve`, as a library on
+//! yamabiko's public API: the `yamabiko` command only parses its options and calls
+//! [`run`].
 //!
-//! One binary serves the page (assets embedded at compile time) and its WebSocket
+//! One process serves the page (assets embedded at compile time) and its WebSocket
 //! endpoint `/ws` on one port, and keeps threads and posts in SQLite (or PostgreSQL,
 //! `--database`). New posts appear in every open tab without a reload; a post is
 //! acknowledged to its author only once it is committed. Several servers can share
@@ -13,11 +15,49 @@
 //! * [`broker`]: fan-out between servers over Redis, behind the [`hub::FanOut`] trait;
 //! * [`server`]: HTTP + WebSocket, the task of each connection; [`https`]: the same
 //!   over TLS, with HTTP/2 (the page and its WebSocket on one connection, RFC 8441);
-//! * [`ratelimit`]: the per-connection post limit.
+//! * [`ratelimit`]: the per-connection post limit;
+//! * [`limits`]: the cap on live connections and the shutdown signal; [`tls`]: the
+//!   certificate and key loading; [`http2_server`]: an HTTP/2 connection's requests
+//!   (all three shared with the command's other servers).
+//!
+//! A board on SQLite, served on a free port, and a page's first message from it:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use yamabiko_board::{hub, limits, order, server, sqlite, store::Storage};
+//!
+//! # #[tokio::main]
+//! # async fn main() -> anyhow::Result<()> {
+//! let dir = std::env::temp_dir().join(format!("yamabiko-board-doc-{}", std::process::id()));
+//! std::fs::create_dir_all(&dir)?;
+//! let store: Arc<dyn Storage> = Arc::new(sqlite::SqliteStore::open(&dir.join("board.db"))?);
+//! let hub = Arc::new(hub::Hub::new(Duration::from_secs(10)));
+//! let ordered = Arc::new(order::Ordered::new(store.clone(), hub.clone()));
+//! let fanout = Arc::new(hub::SingleServer); // one instance: no Redis
+//! let timing = server::Timing::default();
+//! let board = Arc::new(server::Board::new(store, fanout, hub, ordered, timing));
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let url = format!("ws://{}/ws", listener.local_addr()?);
+//! let shutdown = tokio_util::sync::CancellationToken::new();
+//! let limit = limits::ConnLimit::new(100);
+//! let serving = tokio::spawn(server::serve(listener, board, shutdown.clone(), limit, None));
+//!
+//! let (mut page, _) = yamabiko::Dialer::new().dial(&url).await?;
+//! let hello: serde_json::Value = serde_json::from_slice(page.read_message().await?.as_bytes())?;
+//! assert_eq!(hello["type"], "hello");
+//! shutdown.cancel();
+//! serving.await??;
+//! # std::fs::remove_dir_all(&dir)?;
+//! # Ok(()) }
+//! ```
 
 pub mod broker;
+pub mod http2_server;
 pub mod https;
 pub mod hub;
+pub mod limits;
 pub mod order;
 pub mod postgres;
 pub mod protocol;
@@ -25,6 +65,7 @@ pub mod ratelimit;
 pub mod server;
 pub mod sqlite;
 pub mod store;
+pub mod tls;
 
 use clap::Args;
 use std::io::Write;
@@ -129,6 +170,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let shutdown = CancellationToken::new();
         tokio::spawn(signal_shutdown(shutdown.clone()));
         let hub = Arc::new(hub::Hub::new(args.write_timeout));
+        tokio::spawn(hub::run_presence(hub.clone(), shutdown.clone()));
         let ordered = Arc::new(order::Ordered::new(store.clone(), hub.clone()));
         let redis = match &args.redis {
             Some(url) => Some(broker::start(

@@ -5,8 +5,13 @@
 // * a post is "pending" until the server acknowledges it (after its commit), and
 //   pending posts are re-sent with the same client_id after a reconnect (the server
 //   drops duplicates), so nothing is lost and nothing is posted twice;
-// * the connection reconnects by itself with exponential backoff and jitter, and on
-//   reconnect asks for everything after the last post id it has.
+// * the connection reconnects by itself with exponential backoff and jitter; the
+//   backoff starts over only once a connection has stayed up for STABLE_MS (a server
+//   that accepts and drops again keeps getting slower retries, so a reconnect storm
+//   settles);
+// * on reconnect it asks for every post after the highest id up to which it holds
+//   every post of the thread (not merely the highest id it has seen: a post it
+//   missed before a later one must still come).
 "use strict";
 
 (() => {
@@ -15,6 +20,7 @@
   const LIMITS = { name: 40, body: 2000, title: 100 };
   const BACKOFF_MIN_MS = 500;
   const BACKOFF_MAX_MS = 15000;
+  const STABLE_MS = 10000;
   const PENDING_KEY = "yamabiko.pending";
   const NAME_KEY = "yamabiko.name";
 
@@ -22,12 +28,19 @@
     ws: null,
     attempt: 0,
     retryTimer: null,
+    stableTimer: null,
+    // open_thread sent and its `thread` reply not yet received.
+    awaitingThread: false,
+    reopenTimer: null,
     retryAt: 0,
     route: { view: "list" },
     threads: new Map(), // id -> summary
     thread: null, // { id, summary, posts: Map(id -> post), hasOlder, loadingOlder, missing }
     // client_id -> { msg, createdAt }
     pending: loadPending(),
+    // A post the server could not confirm (the database was down): sent again with
+    // the same text, it keeps its client_id, so it cannot be stored twice.
+    unconfirmed: null,
   };
 
   // ---------- small helpers ----------
@@ -135,7 +148,9 @@
     }
     state.ws = ws;
     ws.onopen = () => {
-      state.attempt = 0;
+      // Not state.attempt = 0 here: only a connection that stays up resets the backoff.
+      clearTimeout(state.stableTimer);
+      state.stableTimer = setTimeout(() => { state.attempt = 0; }, STABLE_MS);
       setConn("open", "Live");
       subscribe();
       resendPending();
@@ -153,6 +168,9 @@
     ws.onclose = (ev) => {
       if (state.ws !== ws) return;
       state.ws = null;
+      clearTimeout(state.stableTimer);
+      clearTimeout(state.reopenTimer);
+      state.awaitingThread = false;
       if (ev.code === 1008) toast(`Disconnected by the server: ${ev.reason || "policy"}`, true);
       scheduleReconnect();
       renderPending();
@@ -187,13 +205,15 @@
 
   // Ask for what the current view needs; after a reconnect, only what is new.
   function subscribe() {
+    clearTimeout(state.reopenTimer);
     if (state.route.view === "list") {
+      state.awaitingThread = false;
       send({ type: "list_threads" });
     } else if (state.thread) {
       const msg = { type: "open_thread", thread_id: state.thread.id };
-      const last = maxPostId();
+      const last = resyncPoint();
       if (last !== null) msg.after = last;
-      send(msg);
+      state.awaitingThread = send(msg);
     }
   }
 
@@ -250,6 +270,7 @@
   function onThread(msg) {
     const t = state.thread;
     if (!t || t.id !== msg.thread.id) return;
+    state.awaitingThread = false;
     const resync = t.posts.size > 0 && t.awaitingResync;
     t.summary = msg.thread;
     t.missing = false;
@@ -262,7 +283,7 @@
     renderPosts({ scrollToEnd: !resync });
     if (msg.has_newer && msg.posts.length > 0) {
       // More than one page was missed: continue from the last post of this page.
-      send({ type: "open_thread", thread_id: t.id, after: msg.posts[msg.posts.length - 1].id });
+      state.awaitingThread = send({ type: "open_thread", thread_id: t.id, after: resyncPoint() });
     }
   }
 
@@ -328,6 +349,7 @@
       // The post was refused: take it back into its form so nothing typed is lost.
       state.pending.delete(msg.client_id);
       savePending();
+      state.unconfirmed = msg.code === "internal" ? p.msg : null;
       if (p.msg.type === "new_thread") {
         $("nt-submit").disabled = false;
         if (!$("nt-body").value) $("nt-body").value = p.msg.body;
@@ -343,10 +365,18 @@
       return;
     }
     if (msg.code === "not_found" && state.thread) {
+      state.awaitingThread = false;
       state.thread.missing = true;
       renderThreadHead();
       renderPosts({});
       return;
+    }
+    if (state.awaitingThread) {
+      // Opening the thread failed (the database is down, say): ask again shortly,
+      // or the page would stay without live posts until the next reconnect.
+      state.awaitingThread = false;
+      const wait = msg.retry_after_ms || 1000 + Math.random() * 1000;
+      state.reopenTimer = setTimeout(subscribe, wait);
     }
     toast(msg.message, true);
   }
@@ -447,12 +477,19 @@
     $("nt-submit").textContent = creating ? "Creating…" : "Create thread";
   }
 
-  function maxPostId() {
+  // The id of the last post of the unbroken run of numbers from the oldest post held
+  // (null: none held). A live post can arrive after one this page never got (the
+  // connection dropped in between); resyncing from it would skip that one for good.
+  function resyncPoint() {
     const t = state.thread;
     if (!t || t.posts.size === 0) return null;
-    let max = -Infinity;
-    for (const id of t.posts.keys()) if (id > max) max = id;
-    return max;
+    const posts = [...t.posts.values()].sort((a, b) => a.no - b.no);
+    let last = posts[0];
+    for (const p of posts.slice(1)) {
+      if (p.no !== last.no + 1) break;
+      last = p;
+    }
+    return last.id;
   }
 
   // ---------- routing ----------
@@ -507,6 +544,12 @@
   }
 
   function queuePost(msg) {
+    const u = state.unconfirmed;
+    if (u && u.type === msg.type && u.body === msg.body && u.thread_id === msg.thread_id &&
+        u.title === msg.title) {
+      msg.client_id = u.client_id;
+    }
+    state.unconfirmed = null;
     state.pending.set(msg.client_id, { msg, createdAt: Date.now() });
     savePending();
     send(msg);
