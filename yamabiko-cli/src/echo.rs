@@ -316,24 +316,32 @@ where
 
 /// Echoes (or broadcasts) on an upgraded connection until it ends, or closes it with
 /// 1001 (idle, shutdown).
-pub(crate) async fn serve_conn<S>(
+///
+/// A plain function returning the task, like [`echo`]: an `async fn` would keep its
+/// arguments and the body's own binding of the connection as two slots in its future
+/// (about 400 more bytes in every idle connection, measured with 10,000).
+#[allow(clippy::manual_async_fn)]
+pub(crate) fn serve_conn<'a, S>(
     mut conn: Conn<S>,
     peer: SocketAddr,
     idle: Duration,
-    broadcast: Option<&Broadcast>,
+    broadcast: Option<&'a Broadcast>,
     shutdown: CancellationToken,
-) where
+) -> impl Future<Output = ()> + 'a
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let reason = match broadcast {
-        None => echo_loop(&mut conn, peer, idle, &shutdown).await,
-        Some(b) => broadcast_loop(&mut conn, b, peer, idle, &shutdown).await,
-    };
-    if let Some(reason) = reason {
-        conn.set_read_deadline(None);
-        match Box::pin(conn.close_with(CloseCode::GOING_AWAY, reason, SHUTDOWN_GRACE)).await {
-            Ok(()) => tracing::debug!(%peer, reason, "closed"),
-            Err(e) => tracing::debug!(%peer, reason, error = %e, "close handshake incomplete"),
+    async move {
+        let reason = match broadcast {
+            None => echo_loop(&mut conn, peer, idle, &shutdown).await,
+            Some(b) => broadcast_loop(&mut conn, b, peer, idle, &shutdown).await,
+        };
+        if let Some(reason) = reason {
+            conn.set_read_deadline(None);
+            match Box::pin(conn.close_with(CloseCode::GOING_AWAY, reason, SHUTDOWN_GRACE)).await {
+                Ok(()) => tracing::debug!(%peer, reason, "closed"),
+                Err(e) => tracing::debug!(%peer, reason, error = %e, "close handshake incomplete"),
+            }
         }
     }
 }
