@@ -125,7 +125,7 @@ fn respond(
             tokio::spawn(async move {
                 let id = board.next_client();
                 let span = tracing::info_span!("client", id, %peer);
-                run_client(board, conn, id, shutdown, http::Version::HTTP_2)
+                span.in_scope(|| run_client(board, conn, id, shutdown, http::Version::HTTP_2))
                     .instrument(span)
                     .await;
             });

@@ -202,13 +202,20 @@ pub(super) async fn handle_tcp<S>(
 {
     // The handshake runs in its own (boxed) future, freed once it is done: a
     // connection's task is then only as large as the connection's own state.
-    let upgraded = Box::pin(read_and_upgrade(&board, &upgrader, tcp, peer, &shutdown)).await;
-    drop(upgrader);
-    if let Some((conn, id, version, span)) = upgraded {
-        run_client(board, conn, id, shutdown, version)
-            .instrument(span)
-            .await;
-    }
+    // The connection passes from the handshake's result straight into the client's
+    // task: no binding of it lives across the client's await (it would be a second
+    // copy of the connection in every idle task).
+    let client = {
+        let upgraded = Box::pin(read_and_upgrade(&board, &upgrader, tcp, peer, &shutdown)).await;
+        drop(upgrader);
+        match upgraded {
+            Some((conn, id, version, span)) => span
+                .in_scope(|| run_client(board, conn, id, shutdown, version))
+                .instrument(span),
+            None => return,
+        }
+    };
+    client.await;
 }
 
 /// Reads the request: answers plain HTTP (`None`), or upgrades `/ws` and returns the
@@ -325,15 +332,19 @@ async fn serve_http<S: AsyncWrite + Unpin>(tcp: &mut S, request: &http::Request<
 
 /// Runs one WebSocket connection until it ends. `version` is the HTTP version its
 /// handshake came in (HTTP/2: an extended CONNECT stream, RFC 8441).
-pub(super) async fn run_client<S>(
+#[allow(clippy::manual_async_fn)]
+pub(super) fn run_client<S>(
     board: Arc<Board>,
     conn: yamabiko::Conn<S>,
     id: ClientId,
     shutdown: CancellationToken,
     version: http::Version,
-) where
+) -> impl std::future::Future<Output = ()>
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // Set up before the task starts, so that the task holds the connection's halves
+    // once (an `async fn` would also keep `conn` itself, as an argument).
     let via = if version >= http::Version::HTTP_2 {
         board.http2_websockets.fetch_add(1, Ordering::Relaxed);
         "HTTP/2 extended CONNECT"
@@ -365,21 +376,23 @@ pub(super) async fn run_client<S>(
             per_seconds: POST_WINDOW.as_secs(),
         },
     });
-    let close = read_pump(&mut read, &mut client, &shutdown).await;
-    board.hub.unregister(id);
-    if let Some((code, reason)) = close {
-        let deadline = Instant::now() + timing.write_wait.min(Duration::from_secs(1));
-        match client
-            .write
-            .write_control(Control::close(code, reason), Some(deadline))
-            .await
-        {
-            Ok(()) | Err(Error::CloseSent) => {}
-            Err(e) => tracing::debug!(error = %e, "close frame not sent"),
+    async move {
+        let close = read_pump(&mut read, &mut client, &shutdown).await;
+        board.hub.unregister(id);
+        if let Some((code, reason)) = close {
+            let deadline = Instant::now() + timing.write_wait.min(Duration::from_secs(1));
+            match client
+                .write
+                .write_control(Control::close(code, reason), Some(deadline))
+                .await
+            {
+                Ok(()) | Err(Error::CloseSent) => {}
+                Err(e) => tracing::debug!(error = %e, "close frame not sent"),
+            }
         }
+        drop(client);
+        tracing::info!(online = board.hub.len(), "disconnected");
     }
-    drop(client);
-    tracing::info!(online = board.hub.len(), "disconnected");
 }
 
 /// Reads (the library's keepalive pings meanwhile) until the connection ends; returns
