@@ -129,18 +129,8 @@ impl<S: tokio::io::AsyncWrite + Unpin + Send> Outlet for Shared<S> {
                 grace,
             } => {
                 let frame = CloseFrame::new(*code, *reason);
-                let mut payload = Vec::with_capacity(2 + reason.len());
-                if frame.encode(&mut payload).is_err() {
-                    // A code that may not be sent: close without a status.
-                    payload.clear();
-                }
-                g.push_frame(
-                    self.role,
-                    OpCode::Close,
-                    true,
-                    false,
-                    PayloadRef::Slice(&payload),
-                );
+                // A code that may not be sent closes without a status.
+                g.push_close(self.role, &frame);
                 g.hub.get_or_insert_default().kicked = Some((frame, Instant::now() + *grace));
                 self.kicked.store(true, Ordering::Release);
                 wakes.extend(g.driver_now());

@@ -412,17 +412,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ReadHalf<S> {
             let mut g = self.shared.lock();
             if g.check_writable().is_ok() {
                 let frame = CloseFrame::new(CloseCode::INTERNAL_ERROR, KEEPALIVE_REASON);
-                let mut payload = Vec::with_capacity(2 + KEEPALIVE_REASON.len());
-                // A valid code and a short reason: encoding cannot fail.
-                let _ = frame.encode(&mut payload);
-                let role = self.shared.role;
-                g.push_frame(
-                    role,
-                    OpCode::Close,
-                    true,
-                    false,
-                    PayloadRef::Slice(&payload),
-                );
+                g.push_close(self.shared.role, &frame);
             }
         }
         let _ = self.shared.poll_flush_queue(cx, self.flush_id);
@@ -497,17 +487,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ReadHalf<S> {
         tracing::debug!(error = %e, "websocket: failing the connection");
         let mut g = self.shared.lock();
         if !g.close_sent {
-            let mut payload = Vec::with_capacity(125);
             // The code comes from ProtocolError::close_code, always valid on the wire.
-            let _ = e.close_frame().encode(&mut payload);
-            let role = self.shared.role;
-            g.push_frame(
-                role,
-                OpCode::Close,
-                true,
-                false,
-                PayloadRef::Slice(&payload),
-            );
+            g.push_close(self.shared.role, &e.close_frame());
         }
         drop(g);
         self.ending = Some(Ending::soon(Sticky::Protocol(e)));

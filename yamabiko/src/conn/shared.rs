@@ -26,7 +26,7 @@
 use crate::proto::encoder::{encode_frame, encode_header, header};
 use crate::proto::frame::{FrameHeader, MAX_HEADER_LEN};
 use crate::proto::mask::apply_mask;
-use crate::proto::{OpCode, Role};
+use crate::proto::{CloseFrame, OpCode, Role};
 use bytes::{Buf, Bytes, BytesMut};
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -406,6 +406,22 @@ impl<S> Inner<S> {
             self.close_sent = true;
         }
         self.queue.push_frame(role, opcode, fin, rsv1, payload);
+    }
+
+    /// Queues a close frame carrying `frame` (no status if its code may not be sent).
+    /// The caller checked `close_sent` where that matters.
+    pub(crate) fn push_close(&mut self, role: Role, frame: &CloseFrame) {
+        let mut payload = Vec::with_capacity(2 + frame.reason.len());
+        if frame.encode(&mut payload).is_err() {
+            payload.clear();
+        }
+        self.push_frame(
+            role,
+            OpCode::Close,
+            true,
+            false,
+            PayloadRef::Slice(&payload),
+        );
     }
 
     /// Queues a whole data frame encoded elsewhere (server role only: no mask).
