@@ -7,8 +7,8 @@
 //! connection's own topic); the library's keepalive pings it every
 //! [`Timing::ping_period`] and drops it when nothing comes back within
 //! [`Timing::pong_wait`] of a ping. What the hub queues on the
-//! connection — replies, posts, presence — the same reader writes out whenever it
-//! waits for input (see [`yamabiko::hub`]); a connection that falls
+//! connection — replies, posts, presence — the hub's flusher writes out, and the
+//! same reader when the socket was full (see [`yamabiko::hub`]); a connection that falls
 //! [`super::hub::MAX_QUEUED_BYTES`] behind is closed with 1008.
 
 use super::hub::{prepare, BoardEvent, ClientId, FanOut, Hub, Opened, Topic, View, Watching};

@@ -97,8 +97,8 @@
 //!
 //! [`Hub`] is publish/subscribe over connections: [`Hub::subscribe`] a [`Conn`] (or a
 //! [`WriteHalf`]) to a topic, [`Hub::publish`] a message to all its subscribers. The
-//! message is framed once; each subscriber's reader writes what was published to it,
-//! several messages in one write; a subscriber that falls behind is bounded in bytes
+//! message is framed once; one flusher task per thread writes each subscriber what
+//! was published to it, several messages in one write; a subscriber that falls behind is bounded in bytes
 //! and handled by its [`hub::Backpressure`] policy (drop newest, latest wins, or close).
 //! The [`hub`] module documentation has the model and a runnable example.
 //!

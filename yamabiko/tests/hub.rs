@@ -4,7 +4,8 @@
 //! together go out in one write.
 //!
 //! Every server connection here runs the usual reader loop (`read_message` until it
-//! fails): that loop is what writes the hub's deliveries.
+//! fails): the hub's flusher writes deliveries, and the reader goes on with those that
+//! found the socket full.
 
 mod common;
 
@@ -748,4 +749,151 @@ async fn a_cork_writes_a_batch_once_per_subscriber_from_the_publisher() {
         reader.abort();
     })
     .await
+}
+
+/// A server connection subscribed to `hub`'s one topic and its client, over a pipe;
+/// the server's reader runs in a task that counts its polls, and its transport counts
+/// its writes.
+async fn counted_subscriber(
+    hub: &Hub<()>,
+) -> (
+    Conn<tokio::io::DuplexStream>,
+    yamabiko::hub::Subscription<()>,
+    Arc<AtomicUsize>,
+    Arc<AtomicUsize>,
+    tokio::task::JoinHandle<()>,
+) {
+    let writes = Arc::new(AtomicUsize::new(0));
+    let (server_io, client_io) = tokio::io::duplex(1 << 20);
+    let server_io = CountingIo {
+        inner: server_io,
+        writes: writes.clone(),
+    };
+    let config = yamabiko::Config::default();
+    let mut server = Conn::from_raw(server_io, Role::Server, &config, Default::default());
+    let client = Conn::from_raw(client_io, Role::Client, &config, Default::default());
+    let subscription = hub.subscribe((), &server, Backpressure::default());
+    let polls = Arc::new(AtomicUsize::new(0));
+    let counted = polls.clone();
+    let reader = tokio::spawn(async move {
+        std::future::poll_fn(|cx| {
+            counted.fetch_add(1, Ordering::Relaxed);
+            use std::future::Future as _;
+            let read = std::pin::pin!(server.read_message());
+            read.poll(cx).map(|_| ())
+        })
+        .await
+    });
+    // Let the reader start and wait for input.
+    tokio::task::yield_now().await;
+    (client, subscription, writes, polls, reader)
+}
+
+#[tokio::test]
+async fn the_flusher_writes_deliveries_without_waking_the_subscribers_tasks() {
+    bounded(async {
+        let hub: Hub<()> = Hub::new();
+        let mut subscribers = Vec::new();
+        for _ in 0..3 {
+            subscribers.push(counted_subscriber(&hub).await);
+        }
+        let before: Vec<usize> = subscribers
+            .iter()
+            .map(|s| s.3.load(Ordering::Relaxed))
+            .collect();
+        // Published in a row: queued at once, written later by the flusher ...
+        for i in 0..50 {
+            assert_eq!(hub.publish(&(), numbered(i, 64)).queued, 3);
+        }
+        for (_, _, writes, _, _) in &subscribers {
+            assert_eq!(
+                writes.load(Ordering::Relaxed),
+                0,
+                "written before the flusher ran"
+            );
+        }
+        for (client, _, writes, _, _) in &mut subscribers {
+            for i in 0..50 {
+                assert_eq!(
+                    step("message", client.read_message()).await.unwrap(),
+                    numbered(i, 64)
+                );
+            }
+            // ... one write per subscriber for all 50.
+            assert_eq!(writes.load(Ordering::Relaxed), 1);
+        }
+        tokio::task::yield_now().await;
+        for (s, before) in subscribers.iter().zip(before) {
+            assert_eq!(
+                s.3.load(Ordering::Relaxed),
+                before,
+                "a subscriber's task ran"
+            );
+        }
+        for s in subscribers {
+            s.4.abort();
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_publish_from_a_thread_without_a_runtime_wakes_the_readers_to_write() {
+    bounded(async {
+        let hub: Hub<()> = Hub::new();
+        let (mut client, _subscription, writes, _, reader) = counted_subscriber(&hub).await;
+        let publisher = hub.clone();
+        std::thread::spawn(move || {
+            for i in 0..20 {
+                publisher.publish(&(), numbered(i, 64));
+            }
+        })
+        .join()
+        .expect("publishing thread");
+        for i in 0..20 {
+            assert_eq!(
+                step("message", client.read_message()).await.unwrap(),
+                numbered(i, 64)
+            );
+        }
+        assert!(writes.load(Ordering::Relaxed) >= 1);
+        reader.abort();
+    })
+    .await
+}
+
+/// One thread runs one runtime after another: the flusher started in one is gone
+/// with it — even one that never ran — and the next gets its own. Deliveries still
+/// waiting for a flusher when its runtime shuts down are left to the readers, which
+/// go with it.
+#[test]
+fn a_thread_gets_a_new_flusher_when_its_runtime_is_replaced() {
+    let hub: Hub<()> = Hub::new();
+    for round in 0..4u64 {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(bounded(async {
+            let (mut client, _subscription, _, _, reader) = counted_subscriber(&hub).await;
+            if round == 0 {
+                // The flusher this starts is dropped before it is ever polled.
+                hub.publish(&(), numbered(999, 64));
+                return;
+            }
+            for i in 0..10 {
+                hub.publish(&(), numbered(round * 100 + i, 64));
+            }
+            for i in 0..10 {
+                assert_eq!(
+                    step("message", client.read_message()).await.unwrap(),
+                    numbered(round * 100 + i, 64)
+                );
+            }
+            // Left waiting for the flusher when the runtime goes.
+            hub.publish(&(), numbered(999, 64));
+            reader.abort();
+        }));
+        drop(runtime);
+    }
 }

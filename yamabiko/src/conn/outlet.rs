@@ -60,23 +60,24 @@ impl HubSide {
     }
 
     /// Moves held messages into the queue, oldest first, while they fit.
-    pub(crate) fn release_held(&mut self, queue: &mut WriteQueue, role: Role) {
+    pub(crate) fn release_held(&mut self, queue: &mut WriteQueue, role: Role, vectored: bool) {
         while let Some(first) = self.held.first() {
             let queued = queue.len();
             if queued > 0 && queued + first.frame.as_outgoing().len() > first.max_queued {
                 return;
             }
             let held = self.held.remove(0);
-            push(queue, held.frame.as_outgoing(), role);
+            push(queue, held.frame.as_outgoing(), role, vectored);
             held.counters.delivered.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
 
-/// Queues a frame for a server (encoded once by the hub) or a client (masked here).
-fn push(queue: &mut WriteQueue, frame: Outgoing<'_>, role: Role) {
+/// Queues a frame for a server (encoded once by the hub; shared by reference if the
+/// transport is `vectored`) or a client (masked here).
+fn push(queue: &mut WriteQueue, frame: Outgoing<'_>, role: Role, vectored: bool) {
     match frame {
-        Outgoing::Encoded(bytes) => queue.push_encoded(bytes),
+        Outgoing::Encoded(bytes) => queue.push_encoded(bytes, vectored),
         Outgoing::Payload(opcode, payload) => {
             queue.push_frame(role, opcode, true, false, PayloadRef::Shared(payload))
         }
@@ -84,11 +85,11 @@ fn push(queue: &mut WriteQueue, frame: Outgoing<'_>, role: Role) {
 }
 
 impl<S: tokio::io::AsyncWrite + Unpin + Send> Outlet for Shared<S> {
-    fn offer(&self, offer: &Offer<'_>, wakes: &mut Vec<Waker>) -> Offered {
+    fn offer(&self, offer: &Offer<'_>, wakes: &mut Vec<Waker>) -> (Offered, bool) {
         let mut g = self.lock();
         if g.check_writable().is_err() {
             // A close frame was sent, or `close()` dropped the transport.
-            return Offered::Closing;
+            return (Offered::Closing, false);
         }
         let latest_wins = matches!(offer.backpressure.overflow, Overflow::LatestWins);
         if latest_wins {
@@ -101,17 +102,17 @@ impl<S: tokio::io::AsyncWrite + Unpin + Send> Outlet for Shared<S> {
             });
             if let Some(held) = waiting {
                 held.frame = HeldFrame::from(offer.frame);
-                return Offered::Replaced;
+                return (Offered::Replaced, false);
             }
         }
         let queued = g.queued_bytes();
         if queued == 0 || queued + offer.frame.len() <= offer.backpressure.max_queued {
-            push(&mut g.queue, offer.frame, self.role);
-            wakes.extend(g.driver_to_wake());
-            return Offered::Queued;
+            let vectored = g.vectored();
+            push(&mut g.queue, offer.frame, self.role, vectored);
+            return (Offered::Queued, g.claim_write());
         }
         match &offer.backpressure.overflow {
-            Overflow::DropNewest => Offered::Dropped,
+            Overflow::DropNewest => (Offered::Dropped, false),
             Overflow::LatestWins => {
                 g.hub.get_or_insert_default().held.push(Held {
                     subscription: offer.subscription,
@@ -120,8 +121,7 @@ impl<S: tokio::io::AsyncWrite + Unpin + Send> Outlet for Shared<S> {
                     frame: HeldFrame::from(offer.frame),
                     counters: offer.counters.clone(),
                 });
-                wakes.extend(g.driver_to_wake());
-                Offered::Held
+                (Offered::Held, g.claim_write())
             }
             Overflow::Close {
                 code,
@@ -134,7 +134,7 @@ impl<S: tokio::io::AsyncWrite + Unpin + Send> Outlet for Shared<S> {
                 g.hub.get_or_insert_default().kicked = Some((frame, Instant::now() + *grace));
                 self.kicked.store(true, Ordering::Release);
                 wakes.extend(g.driver_now());
-                Offered::Closed
+                (Offered::Closed, false)
             }
         }
     }
@@ -143,7 +143,14 @@ impl<S: tokio::io::AsyncWrite + Unpin + Send> Outlet for Shared<S> {
         self.lock().queued_bytes()
     }
 
-    fn write_now(&self, driver: &Waker) {
-        Shared::write_now(self, driver);
+    fn write_now(&self) {
+        Shared::write_now(self);
+    }
+
+    fn wake_driver(&self) {
+        let driver = self.lock().driver_now();
+        if let Some(driver) = driver {
+            driver.wake();
+        }
     }
 }

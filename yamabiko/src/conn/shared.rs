@@ -13,10 +13,12 @@
 //!
 //! Frames can also arrive from outside the connection's own tasks: a
 //! [`Hub`](crate::hub::Hub) appends published frames under the same short lock and, if
-//! nobody is writing, wakes the connection's *driver* — the task of its reader, which
-//! registers itself whenever it waits for input. The reader writes everything queued
-//! before it waits again, so frames published while it was not running go out
-//! together in one write.
+//! nobody is writing, claims the write: the hub's flusher (or a cork) then writes the
+//! queue from its own task ([`Shared::write_now`]), or, without one, wakes the
+//! connection's *driver* — the task of its reader, which registers itself whenever it
+//! waits for input and writes everything queued before it waits again. Either way,
+//! frames published in between go out together in one write. If the socket is full,
+//! the driver is what waits for room and goes on.
 //!
 //! The transport can be closed at once from any half or handle ([`Shared::close_now`]):
 //! it is dropped, and the tasks waiting on it are woken to find it gone. The wakers of
@@ -43,6 +45,11 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 const ZERO_COPY_THRESHOLD: usize = 16 * 1024;
 /// At most this many buffers go into one vectored write.
 const MAX_IOVECS: usize = 64;
+/// Frames encoded elsewhere (a hub's, a prepared message's) are queued by reference,
+/// not copied, while fewer than this many buffers wait: a fan-out then copies no
+/// frame into thousands of write buffers (the kernel copies it out of the one shared
+/// frame). Past it they are copied, so that one write still takes a long queue.
+const SHARED_FRAMES: usize = 16;
 /// The flusher identity of a hub writing for a corked publish (real ones start at 2).
 const HUB_FLUSH_ID: u64 = 1;
 /// A fresh staging buffer starts this large (it is freed again once written), so
@@ -173,9 +180,12 @@ impl WriteQueue {
         &mut self.staging
     }
 
-    /// Queues a frame encoded elsewhere (a prepared message), by reference when large.
-    pub(crate) fn push_encoded(&mut self, frame: &Bytes) {
-        if frame.len() >= ZERO_COPY_THRESHOLD {
+    /// Queues a frame encoded elsewhere (a prepared message, a hub's), by reference
+    /// when large, or when `share` (the transport writes several buffers at once) and
+    /// nothing is staged and few buffers wait; else copied.
+    pub(crate) fn push_encoded(&mut self, frame: &Bytes, share: bool) {
+        let shared = share && self.staging.is_empty() && self.chunks.len() < SHARED_FRAMES;
+        if shared || frame.len() >= ZERO_COPY_THRESHOLD {
             if !self.staging.is_empty() {
                 let head = self.staging.split().freeze();
                 self.push_back_chunk(head);
@@ -425,23 +435,39 @@ impl<S> Inner<S> {
     }
 
     /// Queues a whole data frame encoded elsewhere (server role only: no mask).
-    pub(crate) fn push_encoded(&mut self, frame: &Bytes) {
-        self.queue.push_encoded(frame);
+    pub(crate) fn push_encoded(&mut self, frame: &Bytes)
+    where
+        S: AsyncWrite,
+    {
+        let share = self.vectored();
+        self.queue.push_encoded(frame, share);
+    }
+
+    /// Whether the transport takes several buffers in one write.
+    pub(crate) fn vectored(&self) -> bool
+    where
+        S: AsyncWrite,
+    {
+        self.io.as_ref().is_some_and(|io| io.is_write_vectored())
     }
 
     pub(crate) fn queued_bytes(&self) -> usize {
         self.queue.len()
     }
 
-    /// After frames were queued from outside the connection's tasks: the driver to
-    /// wake (after the lock is let go) if nobody else will write them.
-    pub(crate) fn driver_to_wake(&mut self) -> Option<Waker> {
-        if self.flusher.is_some() || self.write_blocked || self.driver_woken {
-            return None;
+    /// After frames were queued from outside the connection's tasks: whether a write
+    /// must be arranged (after the lock is let go) because nobody else will make it.
+    /// If so, the driver counts as asked until it runs or someone writes for it.
+    pub(crate) fn claim_write(&mut self) -> bool {
+        if self.flusher.is_some()
+            || self.write_blocked
+            || self.driver_woken
+            || self.driver.is_none()
+        {
+            return false;
         }
-        let driver = self.driver.clone()?;
         self.driver_woken = true;
-        Some(driver)
+        true
     }
 
     /// The driver, whatever the state of the queue (a hub closing the connection
@@ -510,9 +536,10 @@ impl<S: AsyncWrite + Unpin> Shared<S> {
         let Some(io) = g.io.as_mut() else {
             return Poll::Ready(Err(closed_error()));
         };
+        let vectored = io.is_write_vectored();
         let result = loop {
             if let Some(hub) = &mut g.hub {
-                hub.release_held(&mut g.queue, self.role);
+                hub.release_held(&mut g.queue, self.role, vectored);
             }
             if g.queue.is_empty() {
                 match Pin::new(&mut *io).poll_flush(cx) {
@@ -586,26 +613,38 @@ impl<S: AsyncWrite + Unpin> Shared<S> {
         }
     }
 
-    /// A corked hub delivery: writes what is queued now, from the publisher's task,
-    /// instead of waking the driver (which the hub had chosen to wake, so nobody else
-    /// is writing). If the transport is full, `driver` is what it registers, so the
-    /// driver goes on from there; if it failed, the driver is woken to find out.
-    pub(crate) fn write_now(&self, driver: &Waker) {
+    /// A hub delivery written from the publisher's task (a cork) or the thread's
+    /// flusher, instead of waking the driver (the hub claimed the write, so nobody
+    /// else is writing). If the transport is full, the driver is what it registers,
+    /// so the driver goes on from there; if it failed, the driver is woken to find
+    /// out. The driver's waker is used in place, not cloned: a clone would touch the
+    /// driver's task, out of cache when thousands of connections are written in turn.
+    pub(crate) fn write_now(&self) {
         let mut guard = self.lock();
         let g = &mut *guard;
         g.driver_woken = false;
         if g.flusher.is_some() || g.write_blocked || g.write_error.is_some() {
             return;
         }
+        let Some(driver) = g.driver.take() else {
+            return;
+        };
         g.flusher = Some(HUB_FLUSH_ID);
-        let result = self.poll_write_queue(g, &mut Context::from_waker(driver));
+        let result = self.poll_write_queue(g, &mut Context::from_waker(&driver));
         g.flusher = None;
         for w in g.waiters.drain(..) {
             w.wake();
         }
-        drop(guard);
-        if let Poll::Ready(Err(_)) = result {
-            driver.wake_by_ref();
+        let failed = matches!(result, Poll::Ready(Err(_)));
+        // The reader may have registered anew meanwhile only by running, which it
+        // cannot while this lock is held: put the driver back.
+        g.driver = Some(driver);
+        if failed {
+            let driver = g.driver_now();
+            drop(guard);
+            if let Some(driver) = driver {
+                driver.wake();
+            }
         }
     }
 

@@ -4,18 +4,24 @@
 //! A [`Hub`] maps topics to subscribed connections. [`Hub::publish`] frames the
 //! message once (and compresses it once per distinct permessage-deflate setting, as
 //! [`PreparedMessage`] does) and appends that frame to each subscriber's write queue
-//! — a copy of the bytes for small frames, a shared reference for frames of 16 KiB
-//! and more. It never waits for a connection: it is a plain function, usable from
+//! by reference (a connection with a long queue gets small frames copied into its
+//! write buffer instead, so that one write takes the whole queue). It never waits for a connection: it is a plain function, usable from
 //! any task or thread, and holds no lock across an `.await` because it has none.
 //!
-//! **Who writes.** A hub has no task per subscriber. A delivery that finds a
-//! connection idle wakes the connection's own reader (the task that awaits
-//! `read_message`, `next_reader` or a [`Stream`](futures_core::Stream) of it), which
-//! writes everything queued — all the messages published since it last ran, in one
-//! system call — before it waits for input again. A write in progress on the
-//! connection (`write_message`, `flush`) takes the deliveries along instead. So keep
+//! **Who writes.** A hub has no task per subscriber. Deliveries that find a
+//! connection idle are written by one flusher task per thread (started on the
+//! publishing thread's tokio runtime when first needed): it runs after the tasks
+//! already ready — a publisher reading its next messages among them — and writes each
+//! connection's whole queue, everything published since, in one system call, a few
+//! hundred connections per turn before it lets other tasks run. Nobody's task is
+//! woken per delivery. A write in progress on the connection (`write_message`,
+//! `flush`) takes the deliveries along instead; a connection whose socket is full
+//! gets the rest from its own reader (the task that awaits `read_message`,
+//! `next_reader` or a [`Stream`](futures_core::Stream) of it) once it has room, and
+//! so does every connection when the publishing thread has no tokio runtime. So keep
 //! a reader running on every subscribed connection, as gorilla asks anyway for pings
-//! and close frames; without one, deliveries wait for the connection's next write.
+//! and close frames; a connection whose reader never ran gets its deliveries at its
+//! next write.
 //!
 //! **Slow subscribers.** Each subscription bounds its connection's unsent bytes
 //! ([`Backpressure`]); a message that would go over the bound is dropped, held as
@@ -50,7 +56,8 @@
 //!         tokio::spawn(async move {
 //!             let Ok(mut conn) = yamabiko::Upgrader::new().upgrade(tcp).await else { return };
 //!             let _subscription = hub.subscribe((), &conn, Backpressure::default());
-//!             // This loop is also what writes the deliveries to `conn`.
+//!             // The reader also answers pings and goes on with deliveries that
+//!             // found the socket full.
 //!             while let Ok(msg) = conn.read_message().await {
 //!                 hub.publish(&(), msg);
 //!             }
@@ -74,7 +81,7 @@
 //!
 //! let hub = Hub::new();
 //! let subscription = hub.subscribe("news".to_string(), &server, Backpressure::default());
-//! // The server's reader writes what is published to it.
+//! // The server's reader: pings, close, and deliveries that found the socket full.
 //! tokio::spawn(async move { while server.read_message().await.is_ok() {} });
 //!
 //! let published = hub.publish("news", "extra, extra");
@@ -87,6 +94,7 @@
 //! ```
 
 mod backpressure;
+mod flusher;
 mod outlet;
 mod stats;
 
@@ -163,6 +171,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 thread_local! {
     /// The drivers a publish wakes once its locks are let go (kept for the next one).
     static WAKES: Cell<Vec<Waker>> = const { Cell::new(Vec::new()) };
+    /// The connections a publish hands to the thread's flusher (kept for the next one).
+    static DEFERRED: Cell<flusher::Batch> = const { Cell::new(Vec::new()) };
 }
 
 impl<T> Clone for Hub<T> {
@@ -279,9 +289,10 @@ impl<T: Eq + Hash + Clone> Hub<T> {
     /// from their own reader, as without a cork.
     ///
     /// For a stream of messages that arrive one at a time, plain
-    /// [`publish`](Self::publish) batches better under load: the subscribers' readers
-    /// write later, each taking everything published meanwhile, while a cork writes
-    /// to every subscriber before the publisher reads on (measured with
+    /// [`publish`](Self::publish) batches better under load: its writes wait for the
+    /// thread's flusher, which runs after the publisher has read on and takes
+    /// everything published meanwhile, while a cork writes to every subscriber before
+    /// the publisher reads on (measured with
     /// `yamabiko bench --broadcast`, 1,000 subscribers, 8 messages in flight: about
     /// one write per delivery with a cork per message, against one per seven without).
     pub fn cork(&self) -> Cork<'_, T> {
@@ -296,7 +307,7 @@ impl<T: Eq + Hash + Clone> Hub<T> {
         topic: &Q,
         message: &PreparedMessage,
         key: Option<u64>,
-        mut corked: Option<&mut Vec<(Arc<dyn Outlet>, Waker)>>,
+        mut corked: Option<&mut flusher::Batch>,
     ) -> Published
     where
         T: Borrow<Q>,
@@ -306,6 +317,7 @@ impl<T: Eq + Hash + Clone> Hub<T> {
             return Published::default();
         };
         let mut wakes = WAKES.take();
+        let mut deferred = DEFERRED.take();
         let mut published = Published::default();
         let mut frames = Frames::new(message);
         {
@@ -334,15 +346,14 @@ impl<T: Eq + Hash + Clone> Hub<T> {
                     backpressure: &entry.backpressure,
                     counters: &self.shared.counters,
                 };
-                let woken = wakes.len();
-                let offered = entry.outlet.offer(&offer, &mut wakes);
-                if let (Some(pending), Offered::Queued | Offered::Held) = (&mut corked, offered) {
-                    // The driver this would wake: the cork writes for it instead.
-                    if wakes.len() > woken {
-                        if let Some(driver) = wakes.pop() {
-                            pending.push((entry.outlet.clone(), driver));
-                        }
-                    }
+                let (offered, write_due) = entry.outlet.offer(&offer, &mut wakes);
+                if write_due {
+                    // The cork, or else the thread's flusher, writes it.
+                    let pending = match &mut corked {
+                        Some(pending) => &mut **pending,
+                        None => &mut deferred,
+                    };
+                    pending.push(entry.outlet.clone());
                 }
                 match offered {
                     Offered::Queued => published.queued += 1,
@@ -369,6 +380,8 @@ impl<T: Eq + Hash + Clone> Hub<T> {
             w.wake();
         }
         WAKES.set(wakes);
+        flusher::hand_over(&mut deferred);
+        DEFERRED.set(deferred);
         published
     }
 
@@ -417,8 +430,8 @@ impl<T: Eq + Hash + Clone> Hub<T> {
 /// one across an `.await` that may take long, or the deliveries wait with it.
 pub struct Cork<'a, T: Eq + Hash + Clone> {
     hub: &'a Hub<T>,
-    /// Connections to write on drop, with the driver each would have woken.
-    pending: Vec<(Arc<dyn Outlet>, Waker)>,
+    /// Connections to write on drop.
+    pending: flusher::Batch,
 }
 
 impl<T: Eq + Hash + Clone> Cork<'_, T> {
@@ -463,8 +476,8 @@ impl<T: Eq + Hash + Clone> Cork<'_, T> {
 
 impl<T: Eq + Hash + Clone> Drop for Cork<'_, T> {
     fn drop(&mut self) {
-        for (outlet, driver) in self.pending.drain(..) {
-            outlet.write_now(&driver);
+        for outlet in self.pending.drain(..) {
+            outlet.write_now();
         }
     }
 }

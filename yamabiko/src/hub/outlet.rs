@@ -59,14 +59,23 @@ pub(crate) enum Offered {
 
 /// A connection as a hub sees it.
 pub(crate) trait Outlet: Send + Sync {
-    /// Queues (or holds, drops, or closes on) one delivery without waiting; a driver
-    /// to wake once the hub's locks are let go goes into `wakes`.
-    fn offer(&self, offer: &Offer<'_>, wakes: &mut Vec<Waker>) -> Offered;
+    /// Queues (or holds, drops, or closes on) one delivery without waiting. Returns
+    /// what became of it, and whether the connection now needs someone to write its
+    /// queue (nobody is writing it, and nobody was asked to): the hub then calls
+    /// [`write_now`](Self::write_now) or [`wake_driver`](Self::wake_driver) once its
+    /// locks are let go. A driver that must be woken regardless (a connection being
+    /// closed as too slow) goes into `wakes`.
+    fn offer(&self, offer: &Offer<'_>, wakes: &mut Vec<Waker>) -> (Offered, bool);
 
     /// Bytes waiting in the connection's write queue.
     fn queued_bytes(&self) -> usize;
 
-    /// Writes what is queued now, from the caller's task, instead of waking
-    /// `driver` (a corked publish; see [`Cork`](super::Cork)).
-    fn write_now(&self, driver: &Waker);
+    /// Writes what is queued now, from the caller's task (a corked publish, or the
+    /// thread's flusher), after `offer` said a write was due. If the transport is
+    /// full, the connection's own task is registered to go on when it has room.
+    fn write_now(&self);
+
+    /// Wakes the connection's own task to write what is queued, after `offer` said a
+    /// write was due and nobody else will make it.
+    fn wake_driver(&self);
 }
