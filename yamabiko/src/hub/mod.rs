@@ -5,15 +5,16 @@
 //! message once (and compresses it once per distinct permessage-deflate setting, as
 //! [`PreparedMessage`] does) and appends that frame to each subscriber's write queue
 //! by reference (a connection with a long queue gets small frames copied into its
-//! write buffer instead, so that one write takes the whole queue). It never waits for a connection: it is a plain function, usable from
-//! any task or thread, and holds no lock across an `.await` because it has none.
+//! write buffer instead, so that one write takes the whole queue). It never waits
+//! for a connection: it is a plain function, usable from any task or thread, and
+//! holds no lock across an `.await` because it has none.
 //!
 //! **Who writes.** A hub has no task per subscriber. Deliveries that find a
 //! connection idle are written by one flusher task per thread (started on the
 //! publishing thread's tokio runtime when first needed): it runs after the tasks
 //! already ready — a publisher reading its next messages among them — and writes each
-//! connection's whole queue, everything published since, in one system call, a few
-//! hundred connections per turn before it lets other tasks run. Nobody's task is
+//! connection's whole queue, everything published since, in one system call, 128
+//! connections per turn before it lets other tasks run. Nobody's task is
 //! woken per delivery. A write in progress on the connection (`write_message`,
 //! `flush`) takes the deliveries along instead; a connection whose socket is full
 //! gets the rest from its own reader (the task that awaits `read_message`,
