@@ -84,6 +84,8 @@ pgr_pg_start() {
         -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200 \
         >>"$PGR_WORK/pg.log" 2>&1 &
     PG_PID=$!
+    # The process started here: runuser when run as root, else PostgreSQL itself.
+    PGR_LAUNCHER=$PG_PID
     local i
     for i in $(seq 1 150); do
         # postmaster.pid's first line is the server's own PID (runuser may sit between).
@@ -138,6 +140,9 @@ pgr_pg_resume() {
     [ -n "${PGR_PAUSED:-}" ] || return 0
     # shellcheck disable=SC2086
     kill -CONT $PGR_PAUSED 2>/dev/null || true
+    # runuser stops itself when its child stops (as su does for job control) and would
+    # stay stopped, unable to reap PostgreSQL when it exits: continue it too.
+    if [ -n "${PGR_LAUNCHER:-}" ]; then kill -CONT "$PGR_LAUNCHER" 2>/dev/null || true; fi
     pgr_log "postgres resumed"
     PGR_PAUSED=""
 }
@@ -197,6 +202,11 @@ pgr_stop() {
         sleep 0.1
     done
     for pid in ${PG_PID:-} ${REDIS_PID:-}; do kill -KILL "$pid" 2>/dev/null; done
+    # The launcher (runuser) ends with PostgreSQL; reap it if it was ours.
+    if [ -n "${PGR_LAUNCHER:-}" ]; then
+        kill -CONT "$PGR_LAUNCHER" 2>/dev/null || true
+        wait "$PGR_LAUNCHER" 2>/dev/null || true
+    fi
     if [ "$rc" -ne 0 ]; then
         echo "---- postgres log (tail)"; tail -n 30 "$PGR_WORK/pg.log" 2>/dev/null
         echo "---- redis log (tail)"; tail -n 30 "$PGR_WORK/redis.log" 2>/dev/null
