@@ -21,6 +21,7 @@
 
 use super::Outlet;
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
@@ -98,7 +99,11 @@ pub(crate) fn hand_over(batch: &mut Batch) {
             // Unconstrained: tokio's cooperative budget would otherwise make every
             // write after the 128th in one run report "not ready" and fall back to
             // the subscriber's task; the flusher yields after each batch instead.
-            runtime.spawn(tokio::task::unconstrained(run(Gone(f.clone()))));
+            let gone = Gone {
+                flusher: f.clone(),
+                taken: VecDeque::new(),
+            };
+            runtime.spawn(tokio::task::unconstrained(run(gone)));
             let taken = f.take(batch);
             *local = Some(f);
             taken.then_some(())
@@ -114,24 +119,25 @@ pub(crate) fn hand_over(batch: &mut Batch) {
 
 /// The flusher task: writes waiting connections, yields, repeats. It owns the
 /// [`Gone`] marker from the start, so that it marks the flusher gone even if its
-/// runtime drops it before it ever runs.
-async fn run(gone: Gone) {
-    let f = gone.0.clone();
-    let mut batch = std::collections::VecDeque::new();
+/// runtime drops it before it ever runs, and keeps the connections it has taken but
+/// not yet written there.
+async fn run(mut gone: Gone) {
+    let f = gone.flusher.clone();
     loop {
-        if batch.is_empty() {
+        if gone.taken.is_empty() {
             poll_fn(|cx| {
                 let mut s = f.lock();
                 if s.waiting.is_empty() {
                     s.task = Some(cx.waker().clone());
                     return Poll::Pending;
                 }
-                batch.extend(s.waiting.drain(..));
+                gone.taken.extend(s.waiting.drain(..));
                 Poll::Ready(())
             })
             .await;
         }
-        for outlet in batch.drain(..batch.len().min(WRITES_PER_RUN)) {
+        let n = gone.taken.len().min(WRITES_PER_RUN);
+        for outlet in gone.taken.drain(..n) {
             outlet.write_now();
         }
         // Let the tasks that became ready meanwhile (the publisher among them) run
@@ -141,17 +147,21 @@ async fn run(gone: Gone) {
 }
 
 /// Marks the flusher gone when its task is dropped (its runtime shut down) and wakes
-/// the connections still waiting, so that their own tasks write (or end).
-struct Gone(Arc<Flusher>);
+/// the connections still waiting — handed over, or taken but not yet written — so
+/// that their own tasks write (or end).
+struct Gone {
+    flusher: Arc<Flusher>,
+    taken: VecDeque<Arc<dyn Outlet>>,
+}
 
 impl Drop for Gone {
     fn drop(&mut self) {
         let waiting = {
-            let mut s = self.0.lock();
+            let mut s = self.flusher.lock();
             s.alive = false;
             std::mem::take(&mut s.waiting)
         };
-        for outlet in waiting {
+        for outlet in self.taken.drain(..).chain(waiting) {
             outlet.wake_driver();
         }
     }
