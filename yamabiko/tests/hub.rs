@@ -696,61 +696,6 @@ async fn a_control_handle_subscribes_a_connection_another_task_owns() {
     .await
 }
 
-#[tokio::test]
-async fn a_cork_writes_a_batch_once_per_subscriber_from_the_publisher() {
-    bounded(async {
-        let writes = Arc::new(AtomicUsize::new(0));
-        let (server_io, client_io) = tokio::io::duplex(1 << 20);
-        let server_io = CountingIo {
-            inner: server_io,
-            writes: writes.clone(),
-        };
-        let config = yamabiko::Config::default();
-        let mut server = Conn::from_raw(server_io, Role::Server, &config, Default::default());
-        let mut client = Conn::from_raw(client_io, Role::Client, &config, Default::default());
-        let hub: Hub<()> = Hub::new();
-        let _subscription = hub.subscribe((), &server, Backpressure::default());
-        let polls = Arc::new(AtomicUsize::new(0));
-        let counted = polls.clone();
-        // The subscriber's reader, counting how often its task runs.
-        let reader = tokio::spawn(async move {
-            std::future::poll_fn(|cx| {
-                counted.fetch_add(1, Ordering::Relaxed);
-                use std::future::Future as _;
-                let read = std::pin::pin!(server.read_message());
-                read.poll(cx).map(|_| ())
-            })
-            .await
-        });
-        tokio::task::yield_now().await;
-        let before = polls.load(Ordering::Relaxed);
-        {
-            let mut cork = hub.cork();
-            for i in 0..50 {
-                assert_eq!(cork.publish(&(), numbered(i, 64)).queued, 1);
-            }
-            // Nothing written before the cork goes.
-            assert_eq!(writes.load(Ordering::Relaxed), 0);
-        }
-        // Written at once, by this task, in one write.
-        assert_eq!(writes.load(Ordering::Relaxed), 1);
-        for i in 0..50 {
-            assert_eq!(
-                step("message", client.read_message()).await.unwrap(),
-                numbered(i, 64)
-            );
-        }
-        tokio::task::yield_now().await;
-        assert_eq!(
-            polls.load(Ordering::Relaxed),
-            before,
-            "the subscriber's task ran"
-        );
-        reader.abort();
-    })
-    .await
-}
-
 /// A server connection subscribed to `hub`'s one topic and its client, over a pipe;
 /// the server's reader runs in a task that counts its polls, and its transport counts
 /// its writes.
@@ -787,6 +732,39 @@ async fn counted_subscriber(
     // Let the reader start and wait for input.
     tokio::task::yield_now().await;
     (client, subscription, writes, polls, reader)
+}
+
+#[tokio::test]
+async fn a_cork_writes_a_batch_once_per_subscriber_from_the_publisher() {
+    bounded(async {
+        let hub: Hub<()> = Hub::new();
+        let (mut client, _subscription, writes, polls, reader) = counted_subscriber(&hub).await;
+        let before = polls.load(Ordering::Relaxed);
+        {
+            let mut cork = hub.cork();
+            for i in 0..50 {
+                assert_eq!(cork.publish(&(), numbered(i, 64)).queued, 1);
+            }
+            // Nothing written before the cork goes.
+            assert_eq!(writes.load(Ordering::Relaxed), 0);
+        }
+        // Written at once, by this task, in one write.
+        assert_eq!(writes.load(Ordering::Relaxed), 1);
+        for i in 0..50 {
+            assert_eq!(
+                step("message", client.read_message()).await.unwrap(),
+                numbered(i, 64)
+            );
+        }
+        tokio::task::yield_now().await;
+        assert_eq!(
+            polls.load(Ordering::Relaxed),
+            before,
+            "the subscriber's task ran"
+        );
+        reader.abort();
+    })
+    .await
 }
 
 #[tokio::test]
