@@ -3,11 +3,12 @@
 //! Delivery is the library's [`yamabiko::Hub`]: every connection subscribes to its
 //! own topic ([`Topic::Client`], for replies) and to the topic of what it views (the
 //! thread list or one thread), and a broadcast is framed once and queued on every
-//! subscriber's connection, which the library's flusher writes out. Every subscription has the
-//! same bound: a connection with more than [`MAX_QUEUED_BYTES`] unsent is too slow and
-//! is closed with 1008 ([`TOO_SLOW`]), so a client that stops reading cannot make the
-//! server hold more than that; it gets the write timeout to take what was queued and
-//! the close frame, then its transport is dropped.
+//! subscriber's connection, which the library's flusher writes out. Every
+//! subscription has the same bound: a connection with more than
+//! [`MAX_QUEUED_BYTES`] unsent is too slow and is closed with 1008 ([`TOO_SLOW`]), so
+//! a client that stops reading cannot make the server hold more than that; it gets
+//! the write timeout to take what was queued and the close frame, then its transport
+//! is dropped.
 //!
 //! * **Opening a thread.** A connection is subscribed to a thread's posts only once its
 //!   `thread` reply is queued ([`Hub::finish_open`]); the posts delivered while it

@@ -8,8 +8,8 @@
 //! [`Timing::ping_period`] and drops it when nothing comes back within
 //! [`Timing::pong_wait`] of a ping. What the hub queues on the
 //! connection — replies, posts, presence — the hub's flusher writes out, and the
-//! same reader when the socket was full (see [`yamabiko::hub`]); a connection that falls
-//! [`super::hub::MAX_QUEUED_BYTES`] behind is closed with 1008.
+//! same reader when the socket was full (see [`yamabiko::hub`]); a connection that
+//! falls [`super::hub::MAX_QUEUED_BYTES`] behind is closed with 1008.
 
 use super::hub::{prepare, BoardEvent, ClientId, FanOut, Hub, Opened, Topic, View, Watching};
 use super::order::Ordered;

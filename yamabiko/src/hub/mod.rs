@@ -14,8 +14,8 @@
 //! publishing thread's tokio runtime when first needed): it runs after the tasks
 //! already ready — a publisher reading its next messages among them — and writes each
 //! connection's whole queue, everything published since, in one system call, 128
-//! connections per turn before it lets other tasks run. Nobody's task is
-//! woken per delivery. A write in progress on the connection (`write_message`,
+//! connections per turn before it lets other tasks run. Nobody's task is woken per
+//! delivery. A write in progress on the connection (`write_message`,
 //! `flush`) takes the deliveries along instead; a connection whose socket is full
 //! gets the rest from its own reader (the task that awaits `read_message`,
 //! `next_reader` or a [`Stream`](futures_core::Stream) of it) once it has room, and
