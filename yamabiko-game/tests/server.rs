@@ -143,11 +143,14 @@ async fn a_player_joins_and_an_input_is_applied_at_the_next_tick() {
     assert_eq!(welcome.seats.len(), 1);
     assert_eq!(welcome.seats[0].name, "あい<b>", "names are kept as given");
     let mut late = 0;
+    // Toward the farther wall, so that a spawn near one cannot stop the circle; the
+    // same way every time (a turn would first brake the circle, which may then not
+    // move for a tick).
+    let mut rightward = None;
     for seq in 1..=10u32 {
         let before = snapshot(&mut page).await;
         let x0 = before.records[0].x;
-        // Toward the farther wall, so that a spawn near one cannot stop the circle.
-        let rightward = i32::from(x0) < welcome.params.width / 2;
+        let rightward = *rightward.get_or_insert_with(|| i32::from(x0) < welcome.params.width / 2);
         send(
             &mut page,
             ClientMsg::Input(Input {
