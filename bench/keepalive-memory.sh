@@ -39,6 +39,8 @@ run() { # name, echo's keepalive flags...
 }
 
 echo "yamabiko echo --single-thread, $N idle connections, held ${HOLD} s:"
-run "keepalive off (--ping-interval 0)" --ping-interval 0
-run "keepalive on (20 s / 20 s)" --ping-interval 20s --ping-timeout 20s
-run "keepalive pinging (1 s / 60 s)" --ping-interval 1s --ping-timeout 60s
+# Awake connections (--hibernate-after 0): what keepalive adds to a connection in its
+# task. (Asleep, keepalive is a few dozen bytes in the hibernator: bench/idle-memory.sh.)
+run "keepalive off (--ping-interval 0)" --hibernate-after 0 --ping-interval 0
+run "keepalive on (20 s / 20 s)" --hibernate-after 0 --ping-interval 20s --ping-timeout 20s
+run "keepalive pinging (1 s / 60 s)" --hibernate-after 0 --ping-interval 1s --ping-timeout 60s

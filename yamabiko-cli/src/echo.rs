@@ -13,11 +13,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use yamabiko::{CloseCode, Conn, Control, Error, Message, Upgrader};
+use yamabiko::{CloseCode, Conn, Control, Error, Hibernator, Message, Upgrader};
 
 use crate::echo_broadcast::{broadcast_loop, parse_close_code, Broadcast, OnSlow};
 use crate::limits::{parse_duration_or_zero, shutdown_signal, ConnLimit, ConnPermit};
@@ -99,7 +99,17 @@ pub struct EchoArgs {
     /// was queued and the close frame before it is dropped.
     #[arg(long, default_value = "5s", value_name = "SECS", value_parser = parse_duration_or_zero)]
     slow_grace: Duration,
+    /// Put a ws:// echo connection to sleep (yamabiko::Hibernator: no task, a few
+    /// hundred bytes) once no message has arrived from it for this long (up to twice
+    /// as long), and at once after its handshake if its client has sent nothing yet;
+    /// it wakes when the next message arrives (pings and pongs are answered asleep).
+    /// 0 = never (every connection keeps its task).
+    #[arg(long, default_value = "1s", value_name = "SECS", value_parser = parse_duration_or_zero)]
+    hibernate_after: Duration,
 }
+
+/// Connections asleep, each with its place under --max-conns.
+type Sleeps = Hibernator<TcpStream, ConnPermit>;
 
 /// Runs the echo server until interrupted.
 pub fn run(args: EchoArgs) -> anyhow::Result<()> {
@@ -165,6 +175,26 @@ async fn serve(args: EchoArgs) -> anyhow::Result<()> {
     });
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
+    let sleeps = (!args.hibernate_after.is_zero() && broadcast.is_none()).then(|| {
+        let (shutdown, tracker) = (shutdown.clone(), tracker.clone());
+        let after = args.hibernate_after;
+        Sleeps::new(move |conn, permit, sleeps| {
+            let peer = conn
+                .with_stream(|tcp| tcp.peer_addr().ok())
+                .flatten()
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+            let napping = Napping { sleeps, after };
+            tracker.track_future(serve_napping(
+                conn,
+                permit,
+                peer,
+                idle,
+                shutdown.clone(),
+                napping,
+                false,
+            ))
+        })
+    });
     tokio::spawn({
         let shutdown = shutdown.clone();
         async move {
@@ -187,7 +217,19 @@ async fn serve(args: EchoArgs) -> anyhow::Result<()> {
             None if args.h2c => Either::Right(Box::pin(echo_h2c(
                 upgrader, tcp, peer, idle, broadcast, shutdown, permit,
             )) as Boxed),
-            None => Either::Left(echo(upgrader, tcp, peer, idle, broadcast, shutdown, permit)),
+            None => Either::Left(echo(
+                upgrader,
+                tcp,
+                peer,
+                idle,
+                broadcast,
+                shutdown,
+                permit,
+                sleeps.clone().map(|sleeps| Napping {
+                    sleeps,
+                    after: args.hibernate_after,
+                }),
+            )),
             Some(acceptor) => Either::Right(Box::pin(echo_tls(
                 acceptor, upgrader, tcp, peer, idle, broadcast, shutdown, permit,
             )) as Boxed),
@@ -195,6 +237,15 @@ async fn serve(args: EchoArgs) -> anyhow::Result<()> {
         tracker.spawn(task);
     }
     drop(listener);
+    if let Some(sleeps) = sleeps {
+        // Woken, the sleepers see the shutdown and close as the others do; each is
+        // tracked from the moment it leaves the hibernator.
+        sleeps.wake_all();
+        let until = tokio::time::Instant::now() + Duration::from_secs(2);
+        while !sleeps.is_empty() && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
     tracker.close();
     tracing::info!(connections = limit.live(), "closing connections (1001)");
     // Each connection gives its close handshake SHUTDOWN_GRACE; allow a little more.
@@ -231,7 +282,12 @@ async fn echo_tls(
             )
             .await
         }
-        Ok(Ok(stream)) => echo(upgrader, stream, peer, idle, broadcast, shutdown, permit).await,
+        Ok(Ok(stream)) => {
+            echo(
+                upgrader, stream, peer, idle, broadcast, shutdown, permit, None,
+            )
+            .await
+        }
         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
     }
@@ -260,7 +316,7 @@ async fn echo_h2c(
             crate::echo_http2::serve(tcp, upgrader, transport, idle, broadcast, shutdown, permit)
                 .await
         }
-        Some(false) => echo(upgrader, tcp, peer, idle, broadcast, shutdown, permit).await,
+        Some(false) => echo(upgrader, tcp, peer, idle, broadcast, shutdown, permit, None).await,
         None => {}
     }
 }
@@ -287,6 +343,7 @@ fn transport(
 /// connection — a connection's memory is mostly this future. The handshake runs
 /// boxed and its memory is freed before the echo starts; arguments of an `async fn`
 /// would stay in the future for its whole life.
+#[allow(clippy::too_many_arguments)]
 fn echo<S>(
     upgrader: Upgrader,
     stream: S,
@@ -295,13 +352,13 @@ fn echo<S>(
     broadcast: Option<Arc<Broadcast>>,
     shutdown: CancellationToken,
     permit: ConnPermit,
+    napping: Option<Napping<S>>,
 ) -> impl Future<Output = ()>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let upgrading = Box::pin(upgrade(upgrader, stream, peer, shutdown.clone()));
     async move {
-        let _permit = &permit;
         // No named Option<Conn> here: it would keep a second connection-sized slot.
         let conn = {
             let upgrading = upgrading;
@@ -310,7 +367,61 @@ where
                 None => return,
             }
         };
-        serve_conn(conn, peer, idle, broadcast.as_deref(), shutdown).await;
+        match napping {
+            Some(napping) => serve_napping(conn, permit, peer, idle, shutdown, napping, true).await,
+            None => {
+                let _permit = permit;
+                serve_conn(conn, peer, idle, broadcast.as_deref(), shutdown).await;
+            }
+        }
+    }
+}
+
+/// Where a quiet echo connection sleeps, and after how long.
+pub(crate) struct Napping<S> {
+    sleeps: Hibernator<S, ConnPermit>,
+    after: Duration,
+}
+
+/// Echoes like [`serve_conn`], and hands the connection (with its permit) to the
+/// hibernator when it is quiet — at once if `fresh` and nothing has arrived yet;
+/// the hibernator starts this again, in a new task, when the next frame comes. A
+/// plain function returning the task, as [`serve_conn`].
+#[allow(clippy::manual_async_fn)]
+fn serve_napping<S>(
+    mut conn: Conn<S>,
+    mut permit: ConnPermit,
+    peer: SocketAddr,
+    idle: Duration,
+    shutdown: CancellationToken,
+    napping: Napping<S>,
+    fresh: bool,
+) -> impl Future<Output = ()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    async move {
+        let mut quiet = Quiet {
+            after: napping.after,
+            at_once: fresh,
+        };
+        loop {
+            let reason = match echo_loop(&mut conn, peer, idle, &shutdown, Some(quiet)).await {
+                Ended::Gone => return,
+                Ended::Close(reason) => reason,
+                Ended::Quiet => match napping.sleeps.hibernate(conn, permit) {
+                    Ok(()) => return,
+                    // Not at rest (a frame half arrived): go on awake.
+                    Err((back, p)) => {
+                        (conn, permit) = (back, p);
+                        quiet.at_once = false;
+                        continue;
+                    }
+                },
+            };
+            close_going_away(conn, peer, reason).await;
+            return;
+        }
     }
 }
 
@@ -333,16 +444,27 @@ where
 {
     async move {
         let reason = match broadcast {
-            None => echo_loop(&mut conn, peer, idle, &shutdown).await,
+            None => match echo_loop(&mut conn, peer, idle, &shutdown, None).await {
+                Ended::Close(reason) => Some(reason),
+                Ended::Gone | Ended::Quiet => None,
+            },
             Some(b) => broadcast_loop(&mut conn, b, peer, idle, &shutdown).await,
         };
         if let Some(reason) = reason {
-            conn.set_read_deadline(None);
-            match Box::pin(conn.close_with(CloseCode::GOING_AWAY, reason, SHUTDOWN_GRACE)).await {
-                Ok(()) => tracing::debug!(%peer, reason, "closed"),
-                Err(e) => tracing::debug!(%peer, reason, error = %e, "close handshake incomplete"),
-            }
+            close_going_away(conn, peer, reason).await;
         }
+    }
+}
+
+/// Closes with 1001 and `reason` (idle, shutdown), within [`SHUTDOWN_GRACE`].
+async fn close_going_away<S>(mut conn: Conn<S>, peer: SocketAddr, reason: &'static str)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    conn.set_read_deadline(None);
+    match Box::pin(conn.close_with(CloseCode::GOING_AWAY, reason, SHUTDOWN_GRACE)).await {
+        Ok(()) => tracing::debug!(%peer, reason, "closed"),
+        Err(e) => tracing::debug!(%peer, reason, error = %e, "close handshake incomplete"),
     }
 }
 
@@ -365,14 +487,34 @@ where
         .ok()
 }
 
-/// Echoes until the connection ends (`None`), or it is idle for `idle` (unless zero)
-/// or `shutdown` fires: then the reason to close it with 1001.
+/// When an echo connection counts as quiet enough to sleep.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Quiet {
+    /// No message arrived for this long (to twice as long).
+    after: Duration,
+    /// Or nothing is there at the first look (a fresh connection).
+    at_once: bool,
+}
+
+/// How [`echo_loop`] ended.
+enum Ended {
+    /// The connection ended (logged).
+    Gone,
+    /// To be closed with 1001 and this reason (idle timeout, shutdown).
+    Close(&'static str),
+    /// Quiet (see [`Quiet`]): to be put to sleep.
+    Quiet,
+}
+
+/// Echoes until the connection ends, it is idle for `idle` (unless zero), `shutdown`
+/// fires, or (given `quiet`) it is quiet enough to sleep.
 async fn echo_loop<S>(
     conn: &mut Conn<S>,
     peer: SocketAddr,
     idle: Duration,
     shutdown: &CancellationToken,
-) -> Option<&'static str>
+    quiet: Option<Quiet>,
+) -> Ended
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -389,6 +531,13 @@ where
     // and a half-written frame is finished before the close frame.
     let cancelled = shutdown.cancelled();
     tokio::pin!(cancelled);
+    let mut at_once = quiet.is_some_and(|q| q.at_once);
+    let after = quiet.map(|q| q.after);
+    // Quiet when a whole period of the timer passed without a message (so after
+    // `after` to twice that): a flag per message instead of a clock reading.
+    let mut heard = false;
+    let nap = tokio::time::sleep(after.unwrap_or(Duration::ZERO));
+    tokio::pin!(nap);
     let reason = loop {
         if !idle.is_zero() {
             conn.set_read_deadline(deadline());
@@ -400,11 +549,21 @@ where
                 Err(Error::Timeout) => break "idle timeout",
                 Err(e) => {
                     log_end(peer, &e);
-                    return None;
+                    return Ended::Gone;
                 }
             },
             _ = &mut cancelled => break "server shutting down",
+            _ = std::future::ready(()), if at_once => return Ended::Quiet,
+            _ = &mut nap, if after.is_some() => {
+                if !std::mem::take(&mut heard) {
+                    return Ended::Quiet;
+                }
+                nap.as_mut().reset(tokio::time::Instant::now() + after.unwrap_or_default());
+                continue;
+            }
         };
+        at_once = false;
+        heard = true;
         // Echo every message that is already here, then flush them all at once: one
         // write system call for a burst of small messages instead of one each.
         let mut batch = msg.len();
@@ -412,7 +571,7 @@ where
         while let Some(msg) = next.take() {
             if let Err(e) = conn.queue_message(msg) {
                 log_end(peer, &e);
-                return None;
+                return Ended::Gone;
             }
             if batch >= MAX_BATCH_BYTES || !conn.has_buffered_input() {
                 break;
@@ -432,10 +591,10 @@ where
         };
         if let Err(e) = flushed {
             log_end(peer, &e);
-            return None;
+            return Ended::Gone;
         }
     };
-    Some(reason)
+    Ended::Close(reason)
 }
 
 /// Echoes queued without a flush stop at this many payload bytes.

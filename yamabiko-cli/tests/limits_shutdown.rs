@@ -198,6 +198,27 @@ async fn echo_sigterm_closes_every_connection_with_1001_and_exits_0() {
 }
 
 #[tokio::test]
+async fn echo_sleeping_connections_wake_for_messages_and_get_1001_on_sigterm() {
+    let mut server = Server::echo(&["--hibernate-after", "200ms"]).await;
+    let url = format!("ws://{}/", server.addr);
+    let mut a = dial(&url).await.expect("client a");
+    let mut b = dial(&url).await.expect("client b");
+    // Quiet past --hibernate-after (up to twice it): both sleep, and wake per message.
+    for round in 0..3 {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        echo_round_trip(&mut a, &format!("a {round}")).await;
+        echo_round_trip(&mut b, &format!("b {round}")).await;
+    }
+    // Asleep when the signal comes: woken, they are closed like the others.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    server.terminate();
+    assert_eq!(close_code(&mut a).await, CloseCode::GOING_AWAY);
+    assert_eq!(close_code(&mut b).await, CloseCode::GOING_AWAY);
+    let status = server.exit_status(EXIT_WITHIN).await;
+    assert!(status.success(), "exit status {status}");
+}
+
+#[tokio::test]
 async fn echo_idle_timeout_closes_silent_connections_only() {
     let server = Server::echo(&["--idle-timeout", "1"]).await;
     let url = format!("ws://{}/", server.addr);
@@ -248,6 +269,7 @@ async fn echo_help_documents_the_defaults() {
         "--idle-timeout",
         "--ping-interval",
         "--ping-timeout",
+        "--hibernate-after",
     ] {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
     }

@@ -102,6 +102,15 @@
 //! and handled by its [`hub::Backpressure`] policy (drop newest, latest wins, or close).
 //! The [`hub`] module documentation has the model and a runnable example.
 //!
+//! ## Idle connections
+//!
+//! [`Hibernator`] keeps idle connections without a task each: a connection at rest is
+//! [hibernated](Hibernator::hibernate) as its transport and settings (a few hundred
+//! bytes instead of about 2 KB), one keeper task reads for all of them and sends their
+//! keepalive pings, and a connection is handed back — in a new task, to the wake
+//! function — when a frame arrives. The [`hibernate`] module has an echo server that
+//! sleeps its quiet connections.
+//!
 //! The protocol itself lives in [`proto`], a sans-IO core that knows nothing of sockets;
 //! it is public on purpose, for programs that bring their own I/O.
 //!
@@ -129,6 +138,7 @@ pub mod blocking;
 pub mod client;
 pub mod conn;
 pub mod error;
+pub mod hibernate;
 #[cfg(feature = "http2")]
 pub mod http2;
 pub mod hub;
@@ -149,6 +159,7 @@ pub use conn::{
     MessageReader, MessageWriter, PingHandler, PongHandler, ReadHalf, WriteHalf,
 };
 pub use error::{is_close_error, is_unexpected_close_error, Error, Result, ReuniteError};
+pub use hibernate::Hibernator;
 /// The `http` crate, whose request, response and header types the handshakes use.
 pub use http;
 pub use hub::Hub;

@@ -182,6 +182,93 @@ where
     }
 }
 
+/// A [`Heartbeat`] put away with a sleeping connection: its schedule alone, the
+/// instants as nanoseconds from [`epoch`] — inline, about half a boxed heartbeat.
+pub(crate) struct Nap {
+    interval: u64,
+    timeout: u64,
+    next_ping: u64,
+    /// `u64::MAX`: none.
+    answer_by: u64,
+    /// `u64::MAX`: none.
+    sent_at: u64,
+    /// `u64::MAX`: none.
+    latency: u64,
+    sequence: u32,
+    heard: bool,
+}
+
+/// The instant sleeping connections count from: fixed the first time it is asked
+/// for (a [`Hibernator`](crate::Hibernator) asks when it is made).
+pub(crate) fn epoch() -> tokio::time::Instant {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    tokio::time::Instant::from_std(*EPOCH.get_or_init(std::time::Instant::now))
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX - 1)
+}
+
+impl Nap {
+    fn pack(s: &Schedule<tokio::time::Instant>) -> Nap {
+        let e = epoch();
+        // An instant before the epoch (only a ping sent before any connection slept)
+        // counts as the epoch: at worst one latency figure is off.
+        let at = |i: tokio::time::Instant| nanos(i.saturating_duration_since(e));
+        Nap {
+            interval: nanos(s.interval),
+            timeout: nanos(s.timeout),
+            next_ping: at(s.next_ping),
+            answer_by: s.answer_by.map_or(u64::MAX, at),
+            sent_at: s.sent_at.map_or(u64::MAX, at),
+            latency: s.latency.map_or(u64::MAX, nanos),
+            sequence: s.sequence,
+            heard: s.heard,
+        }
+    }
+
+    fn unpack(&self) -> Schedule<tokio::time::Instant> {
+        let e = epoch();
+        let at = |n: u64| e + Duration::from_nanos(n);
+        let some = |n: u64| (n != u64::MAX).then_some(n);
+        Schedule {
+            interval: Duration::from_nanos(self.interval),
+            timeout: Duration::from_nanos(self.timeout),
+            next_ping: at(self.next_ping),
+            answer_by: some(self.answer_by).map(at),
+            heard: self.heard,
+            sequence: self.sequence,
+            sent_at: some(self.sent_at).map(at),
+            latency: some(self.latency).map(Duration::from_nanos),
+        }
+    }
+
+    /// When [`step`](Self::step) has something to do next.
+    pub(crate) fn due(&self) -> tokio::time::Instant {
+        self.unpack().wake_at()
+    }
+
+    /// Notes that bytes arrived (read for the connection while it slept).
+    pub(crate) fn heard(&mut self) {
+        self.heard = true;
+    }
+
+    /// A pong arrived while the connection slept (see [`Schedule::pong`]).
+    pub(crate) fn pong(&mut self, payload: &[u8], now: tokio::time::Instant) {
+        let mut schedule = self.unpack();
+        schedule.pong(payload, now);
+        *self = Nap::pack(&schedule);
+    }
+
+    /// What is due at `now` (see [`Schedule::step`]).
+    pub(crate) fn step(&mut self, now: tokio::time::Instant) -> Step<tokio::time::Instant> {
+        let mut schedule = self.unpack();
+        let step = schedule.step(now);
+        *self = Nap::pack(&schedule);
+        step
+    }
+}
+
 /// Keepalive in the async driver: the schedule and one timer, polled by the reader
 /// where it would otherwise wait for input (so a connection needs no task of its
 /// own for it). The timer is made on first use, inside the runtime.
@@ -222,6 +309,20 @@ impl Heartbeat {
     /// See [`Schedule::latency`].
     pub(crate) fn latency(&self) -> Option<Duration> {
         self.schedule.latency()
+    }
+
+    /// The schedule, to put away while the connection sleeps (the timer goes with
+    /// the heartbeat).
+    pub(crate) fn to_nap(&self) -> Nap {
+        Nap::pack(&self.schedule)
+    }
+
+    /// The heartbeat of a connection woken up.
+    pub(crate) fn from_nap(nap: &Nap) -> Box<Self> {
+        Box::new(Heartbeat {
+            schedule: nap.unpack(),
+            sleep: None,
+        })
     }
 
     /// Called where the reader is about to return `Pending`: whether a ping or the

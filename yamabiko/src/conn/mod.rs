@@ -1,6 +1,7 @@
 //! The async connection: gorilla's `Conn` over any tokio stream.
 
 mod deadline;
+mod dormant;
 pub(crate) mod handlers;
 pub(crate) mod keepalive;
 mod outlet;
@@ -10,7 +11,9 @@ mod stream_sink;
 mod write;
 
 pub use deadline::IntoDeadline;
+pub(crate) use dormant::{Absorbed, Dormant, Tend};
 pub use handlers::{CloseHandler, HandlerContext, PingHandler, PongHandler};
+pub(crate) use keepalive::epoch;
 pub use keepalive::Keepalive;
 pub use read::{MessageReader, ReadHalf};
 pub use write::{ControlHandle, MessageWriter, WriteHalf};

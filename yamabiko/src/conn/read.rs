@@ -2,12 +2,13 @@
 
 use super::deadline::{Deadline, IntoDeadline};
 use super::handlers::{reply_frame, HandlerContext, Handlers};
-use super::keepalive::{Beat, Heartbeat, Keepalive, KEEPALIVE_REASON};
+use super::keepalive::{Beat, Heartbeat, Keepalive, Nap, KEEPALIVE_REASON};
 use super::shared::{PayloadRef, Shared};
 use crate::error::{Error, Result, Sticky};
 use crate::message::{Message, Utf8Bytes};
 use crate::proto::{
-    CloseCode, CloseFrame, Decoder, Incoming, MessageKind, OpCode, ProtocolError, Role,
+    CloseCode, CloseFrame, Decoder, DecoderConfig, Incoming, MessageKind, OpCode, ProtocolError,
+    RestingDecoder, Role,
 };
 use bytes::{Bytes, BytesMut};
 use std::future::poll_fn;
@@ -112,6 +113,93 @@ impl<S> ReadHalf<S> {
             partial_kind: None,
             discarding: false,
         }
+    }
+
+    /// Whether nothing has been read that is not yet handed out, nothing is half
+    /// done and the connection is not ending: what the reader holds is only its
+    /// settings, which [`into_rest`](Self::into_rest) keeps.
+    pub(crate) fn is_at_rest(&self) -> bool {
+        self.buf.is_empty()
+            && self.partial.is_empty()
+            && self.partial_kind.is_none()
+            && !self.discarding
+            && !self.reply_pending
+            && self.ending.is_none()
+            && self.sticky.is_none()
+            && self.decoder.is_at_rest()
+    }
+
+    /// The reader's settings (see [`is_at_rest`](Self::is_at_rest)); itself back if
+    /// it is not at rest.
+    #[allow(clippy::result_large_err)] // itself back, unchanged
+    pub(crate) fn into_rest(mut self) -> std::result::Result<(Arc<Shared<S>>, ReadRest), Self> {
+        if !self.is_at_rest() {
+            return Err(self);
+        }
+        let config = *self.decoder.config();
+        let decoder =
+            match std::mem::replace(&mut self.decoder, Decoder::new(config)).into_resting() {
+                Ok(d) => d,
+                Err(d) => {
+                    self.decoder = d;
+                    return Err(self);
+                }
+            };
+        let ReadHalf {
+            shared,
+            read_buffer_size,
+            handlers,
+            deadline,
+            heartbeat,
+            ..
+        } = self;
+        let deadline = deadline.get();
+        // Without an inflater the decoder is its limits: every read sets the frame
+        // mode it wants.
+        let decoder = decoder.has_inflater().then_some(decoder);
+        let extra = (decoder.is_some() || handlers.is_some() || deadline.is_some()).then(|| {
+            Box::new(ReadExtra {
+                decoder,
+                handlers,
+                deadline,
+            })
+        });
+        Ok((
+            shared,
+            ReadRest {
+                config,
+                read_buffer_size,
+                nap: heartbeat.as_deref().map(Heartbeat::to_nap),
+                extra,
+            },
+        ))
+    }
+
+    /// A reader again, with `leftover` (bytes that arrived meanwhile) to decode first.
+    pub(crate) fn from_rest(shared: Arc<Shared<S>>, rest: ReadRest, leftover: BytesMut) -> Self {
+        let ReadRest {
+            config,
+            read_buffer_size,
+            nap,
+            extra,
+        } = rest;
+        let (decoder, handlers, deadline) = match extra.map(|e| *e) {
+            Some(ReadExtra {
+                decoder,
+                handlers,
+                deadline,
+            }) => (
+                decoder.map_or_else(|| Decoder::new(config), Decoder::from_resting),
+                handlers,
+                deadline,
+            ),
+            None => (Decoder::new(config), None, None),
+        };
+        let mut read = ReadHalf::new(shared, decoder, read_buffer_size, leftover, None);
+        read.handlers = handlers;
+        read.deadline.set(deadline);
+        read.heartbeat = nap.as_ref().map(Heartbeat::from_nap);
+        read
     }
 
     /// Sets the read deadline: once it passes, reads fail with [`Error::Timeout`] until it
@@ -577,6 +665,35 @@ impl Ending {
     /// Ending within [`CLOSE_FLUSH_TIMEOUT`].
     fn soon(sticky: Sticky) -> Box<Ending> {
         Ending::new(sticky, Instant::now() + CLOSE_FLUSH_TIMEOUT)
+    }
+}
+
+/// What a reader at rest keeps (see [`ReadHalf::into_rest`]): its limits and
+/// keepalive schedule, and, in a box only when any is set, compression, the
+/// application's handlers and a read deadline.
+pub(crate) struct ReadRest {
+    pub(crate) config: DecoderConfig,
+    pub(crate) read_buffer_size: usize,
+    /// Keepalive, when on: the sleeper's keeper steps it.
+    pub(crate) nap: Option<Nap>,
+    pub(crate) extra: Option<Box<ReadExtra>>,
+}
+
+/// The rarer part of a [`ReadRest`].
+pub(crate) struct ReadExtra {
+    /// With an inflater (otherwise the decoder is only its limits).
+    decoder: Option<RestingDecoder>,
+    handlers: Option<Box<Handlers>>,
+    pub(crate) deadline: Option<Instant>,
+}
+
+impl ReadExtra {
+    /// Whether the application set a ping or a pong handler (then a ping or pong
+    /// that arrives while the connection sleeps wakes it, for the handler to run).
+    pub(crate) fn has_control_handler(&self) -> bool {
+        self.handlers
+            .as_ref()
+            .is_some_and(|h| h.ping.is_some() || h.pong.is_some())
     }
 }
 

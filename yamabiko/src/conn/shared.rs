@@ -281,6 +281,10 @@ pub(crate) struct Shared<S> {
 
 impl<S> Shared<S> {
     pub(crate) fn new(io: S, role: Role, subprotocol: Option<String>) -> Self {
+        Self::with_subprotocol(io, role, subprotocol.map(String::into_boxed_str))
+    }
+
+    pub(crate) fn with_subprotocol(io: S, role: Role, subprotocol: Option<Box<str>>) -> Self {
         Shared {
             inner: Mutex::new(Inner {
                 io: Some(io),
@@ -298,7 +302,37 @@ impl<S> Shared<S> {
             }),
             role,
             kicked: AtomicBool::new(false),
-            subprotocol: subprotocol.map(String::into_boxed_str),
+            subprotocol,
+        }
+    }
+
+    /// Whether nothing is queued, being written, failed or closing, and no hub left
+    /// anything here: the connection is only its transport and could sleep.
+    pub(crate) fn is_at_rest(&self) -> bool {
+        let g = self.lock();
+        g.io.is_some()
+            && g.queue.is_empty()
+            && g.flusher.is_none()
+            && g.waiters.is_empty()
+            && !g.close_sent
+            && g.write_error.is_none()
+            && g.hub.is_none()
+            && !self.kicked.load(Ordering::Acquire)
+    }
+
+    /// The transport and subprotocol (see [`is_at_rest`](Self::is_at_rest)); itself
+    /// back if the transport was dropped.
+    #[allow(clippy::result_large_err)] // itself back, unchanged
+    pub(crate) fn into_rest(self) -> Result<(S, Option<Box<str>>), Self> {
+        let mut inner = self.inner.into_inner().unwrap_or_else(|e| e.into_inner());
+        match inner.io.take() {
+            Some(io) => Ok((io, self.subprotocol)),
+            None => Err(Shared {
+                inner: Mutex::new(inner),
+                role: self.role,
+                kicked: self.kicked,
+                subprotocol: self.subprotocol,
+            }),
         }
     }
 

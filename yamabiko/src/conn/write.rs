@@ -311,6 +311,42 @@ impl<S: AsyncWrite + Unpin> WriteHalf<S> {
     }
 }
 
+/// What a writer keeps while its connection sleeps (see [`WriteHalf::into_rest`]):
+/// its fragment size, and a write deadline and compression in a box when set.
+pub(crate) struct WriteRest {
+    pub(crate) write_buffer_size: usize,
+    pub(crate) extra: Option<Box<WriteExtra>>,
+}
+
+/// The rarer part of a [`WriteRest`]: a write deadline, compression.
+pub(crate) type WriteExtra = (Option<Instant>, Option<Box<WriteCompression>>);
+
+impl<S> WriteHalf<S> {
+    /// The writer's settings; the connection's queue must be empty (the shared
+    /// state's `is_at_rest`), and there is no message half written (that needs
+    /// a [`MessageWriter`], which borrows the half).
+    pub(crate) fn into_rest(mut self) -> WriteRest {
+        let deadline = self.deadline.get();
+        let compression = self.compression.take();
+        WriteRest {
+            write_buffer_size: self.write_buffer_size,
+            extra: (deadline.is_some() || compression.is_some())
+                .then(|| Box::new((deadline, compression))),
+        }
+    }
+
+    /// A writer again.
+    pub(crate) fn from_rest(shared: Arc<Shared<S>>, rest: WriteRest) -> Self {
+        let mut write = WriteHalf::new(shared, rest.write_buffer_size);
+        if let Some(extra) = rest.extra {
+            let (deadline, compression) = *extra;
+            write.deadline.set(deadline);
+            write.compression = compression;
+        }
+        write
+    }
+}
+
 impl<S> Drop for WriteHalf<S> {
     fn drop(&mut self) {
         self.shared.release(self.flush_id);

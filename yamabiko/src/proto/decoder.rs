@@ -87,6 +87,28 @@ struct PendingInflate {
     fin: bool,
 }
 
+/// What a [`Decoder`] between messages holds: its limits and its inflater (whose
+/// window a context-takeover connection must keep).
+#[derive(Debug)]
+pub struct RestingDecoder {
+    config: DecoderConfig,
+    inflater: Option<Box<Decompressor>>,
+    whole_frames: bool,
+}
+
+impl RestingDecoder {
+    /// The limits and role.
+    pub fn config(&self) -> &DecoderConfig {
+        &self.config
+    }
+
+    /// Whether it inflates (permessage-deflate). Without, it is only its limits and
+    /// its frame mode ([`Decoder::set_whole_frames`]).
+    pub fn has_inflater(&self) -> bool {
+        self.inflater.is_some()
+    }
+}
+
 /// The receiving protocol state machine. Feed it with [`Decoder::decode`].
 #[derive(Debug)]
 pub struct Decoder {
@@ -159,6 +181,37 @@ impl Decoder {
     /// Whether a close frame has been decoded (nothing after it is read).
     pub fn is_closed(&self) -> bool {
         self.closed
+    }
+
+    /// Whether nothing is in progress: no frame or message started, no inflate
+    /// pending, no close decoded. Such a decoder is only its settings and its
+    /// inflater, which [`into_resting`](Self::into_resting) keeps.
+    pub fn is_at_rest(&self) -> bool {
+        self.frame.is_none() && self.message.is_none() && self.inflating.is_none() && !self.closed
+    }
+
+    /// The settings and inflater of a decoder [at rest](Self::is_at_rest), for a
+    /// connection kept in as little memory as possible while it waits; the decoder
+    /// itself back if something is in progress.
+    #[allow(clippy::result_large_err)] // itself back, unchanged
+    pub fn into_resting(self) -> Result<RestingDecoder, Decoder> {
+        if !self.is_at_rest() {
+            return Err(self);
+        }
+        Ok(RestingDecoder {
+            config: self.config,
+            inflater: self.inflater,
+            whole_frames: self.whole_frames,
+        })
+    }
+
+    /// The decoder [`into_resting`](Self::into_resting) put away.
+    pub fn from_resting(resting: RestingDecoder) -> Decoder {
+        Decoder {
+            inflater: resting.inflater,
+            whole_frames: resting.whole_frames,
+            ..Decoder::new(resting.config)
+        }
     }
 
     /// Decodes the next item from the front of `buf`, consuming the bytes it used.

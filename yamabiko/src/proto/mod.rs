@@ -64,7 +64,7 @@ pub mod mask;
 pub mod utf8;
 
 pub use close::{CloseCode, CloseFrame};
-pub use decoder::{Decoder, DecoderConfig, Incoming};
+pub use decoder::{Decoder, DecoderConfig, Incoming, RestingDecoder};
 pub use error::ProtocolError;
 pub use frame::{FrameHeader, OpCode};
 
