@@ -156,7 +156,9 @@ where
     /// Puts `conn` to sleep with `value`, if it is at rest (see the [module
     /// documentation](self)); otherwise, or outside a tokio runtime, gives both back
     /// unchanged. The caller's task can end: the connection is kept by the
-    /// hibernator's task (started on the current runtime the first time).
+    /// hibernator's task, started on the current runtime the first time. If that
+    /// runtime shuts down, the connections asleep in it are dropped with it, and the
+    /// next call starts the task anew on its own runtime.
     #[allow(clippy::result_large_err)]
     pub fn hibernate(&self, conn: Conn<S>, value: T) -> Result<(), (Conn<S>, T)> {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -188,7 +190,8 @@ where
             }
             if !s.running {
                 s.running = true;
-                runtime.spawn(tokio::task::unconstrained(keep(self.keeper.clone())));
+                let stopped = Stopped(self.keeper.clone());
+                runtime.spawn(tokio::task::unconstrained(keep(stopped)));
             }
             s.task.take()
         };
@@ -305,11 +308,12 @@ enum Waking {
 /// The keeper task: reads for the sleepers that became ready, tends those with
 /// something due, wakes whom it must. Never holds the state lock while it touches a
 /// transport (a transport may wake its waker from inside a poll).
-async fn keep<S, T>(keeper: Arc<Keeper<S, T>>)
+async fn keep<S, T>(stopped: Stopped<S, T>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     T: Send + 'static,
 {
+    let keeper = stopped.0.clone();
     let mut timer = Box::pin(tokio::time::sleep_until(Instant::now()));
     let mut turns = 0;
     poll_fn(|cx| loop {
@@ -418,6 +422,31 @@ where
         }
     })
     .await;
+}
+
+/// Owned by the keeper task from the moment it is spawned: when the task ends — or
+/// its runtime shuts down and drops it, even before it first ran — the next
+/// `hibernate` starts a new one, and the connections asleep with the old one are
+/// dropped (their sockets belonged to that runtime).
+struct Stopped<S, T>(Arc<Keeper<S, T>>);
+
+impl<S, T> Drop for Stopped<S, T> {
+    fn drop(&mut self) {
+        let (sleepers, ready) = {
+            let mut s = lock(&self.0.state);
+            s.running = false;
+            s.due.clear();
+            (
+                std::mem::take(&mut s.sleepers),
+                std::mem::take(&mut s.ready),
+            )
+        };
+        // Outside the lock: dropping a connection drops its transport.
+        drop(ready);
+        for (_, sleeper) in sleepers {
+            drop(lock(&sleeper.slot).take());
+        }
+    }
 }
 
 /// Sleepers read for (or tended) in one turn of the keeper.

@@ -506,3 +506,62 @@ async fn a_close_from_the_peer_while_asleep_gets_its_answer() {
     })
     .await;
 }
+
+/// A runtime of its own, for the test below.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Puts one connection to sleep in `sleeps` on the current runtime; returns the
+/// client's side.
+async fn one_asleep(sleeps: &Hibernator<TcpStream>) -> Conn<yamabiko::MaybeTlsStream> {
+    let (l, addr) = listener().await;
+    let handle = sleeps.clone();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = l.accept().await.expect("accept");
+        let conn = Upgrader::new()
+            .keepalive(None)
+            .upgrade(tcp)
+            .await
+            .expect("upgrade");
+        handle
+            .hibernate(conn, ())
+            .map_err(|_| "not at rest")
+            .expect("hibernate");
+    });
+    let client = step(
+        "dial",
+        client_dial(&mut Dialer::new().keepalive(None), addr),
+    )
+    .await;
+    common::join(server).await;
+    client
+}
+
+#[test]
+fn a_runtime_that_shuts_down_lets_the_next_one_start_a_keeper() {
+    let sleeps: Hibernator<TcpStream> =
+        Hibernator::new(|mut conn: Conn<TcpStream>, (), _| async move {
+            if let Ok(m) = conn.read_message().await {
+                let _ = conn.write_message(m).await;
+            }
+        });
+    // The first runtime puts a connection to sleep and shuts down, keeper and all.
+    let first = runtime();
+    let _gone = first.block_on(bounded(one_asleep(&sleeps)));
+    drop(first);
+    assert!(sleeps.is_empty(), "the dead runtime's sleepers are let go");
+    // A second runtime: a new keeper, and its sleeper wakes for a message.
+    runtime().block_on(bounded(async {
+        let mut client = one_asleep(&sleeps).await;
+        client
+            .write_message("after the first runtime")
+            .await
+            .expect("send");
+        let m = step("echo", client.read_message()).await.expect("echo");
+        assert_eq!(text(&m), Some("after the first runtime"));
+    }));
+}
