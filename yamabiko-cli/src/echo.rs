@@ -239,10 +239,11 @@ async fn serve(args: EchoArgs) -> anyhow::Result<()> {
     drop(listener);
     if let Some(sleeps) = sleeps {
         // Woken, the sleepers see the shutdown and close as the others do; each is
-        // tracked from the moment it leaves the hibernator.
-        sleeps.wake_all();
+        // tracked from the moment it leaves the hibernator. (Again until none is
+        // left: one may have been on its way to sleep when the signal came.)
         let until = tokio::time::Instant::now() + Duration::from_secs(2);
         while !sleeps.is_empty() && tokio::time::Instant::now() < until {
+            sleeps.wake_all();
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -409,6 +410,8 @@ where
             let reason = match echo_loop(&mut conn, peer, idle, &shutdown, Some(quiet)).await {
                 Ended::Gone => return,
                 Ended::Close(reason) => reason,
+                // Shutting down: closed like the others rather than put to sleep.
+                Ended::Quiet if shutdown.is_cancelled() => "server shutting down",
                 Ended::Quiet => match napping.sleeps.hibernate(conn, permit) {
                     Ok(()) => return,
                     // Not at rest (a frame half arrived): go on awake.
