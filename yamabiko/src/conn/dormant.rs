@@ -297,9 +297,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Dormant<S> {
         let Some(heartbeat) = self.nap.as_mut() else {
             return Tend::Sleep(self.due());
         };
-        if heartbeat.due() > now {
-            return Tend::Sleep(self.due());
-        }
+        // Not yet due is `Step::Wait`: the schedule decides, as in the reader.
         match heartbeat.step(now) {
             Step::Wait(_) => Tend::Sleep(self.due()),
             Step::Dead => Tend::Wake(None),
